@@ -1,0 +1,94 @@
+"""Encoders: one registry from a name to a network that maps images to feature vectors.
+
+Every backbone returns (N, feat_dim) features after global average pooling, which is
+what the projection heads, the kNN monitor and the linear probe consume.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from contrastive.errors import ContrastiveError
+
+
+def small_cnn(in_channels: int, width: int = 32) -> tuple[nn.Module, int]:
+    """Four 3x3 conv-BN-ReLU blocks, two of them strided: trains in minutes on a 2-core CPU.
+
+    For 28 px digits the maps go 28 -> 28 -> 14 -> 7 -> 7, then global average pooling.
+    """
+    w = width
+
+    def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    net = nn.Sequential(
+        *block(in_channels, w, 1),
+        *block(w, 2 * w, 2),
+        *block(2 * w, 4 * w, 2),
+        *block(4 * w, 4 * w, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+    return net, 4 * w
+
+
+def torchvision_resnet(name: str, in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
+    """A torchvision ResNet without its classifier, randomly initialised (no weights are downloaded).
+
+    cifar_stem: the first conv becomes 3x3 stride 1 and the max-pool is removed, as in the
+    SimCLR paper's CIFAR-10 experiments (appendix B.9) and the MoCo CIFAR demo.
+    """
+    import torchvision
+
+    net = getattr(torchvision.models, name)(weights=None)
+    if cifar_stem:
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        net.maxpool = nn.Identity()
+    elif in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    feat_dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, feat_dim
+
+
+def timm_model(name: str, in_channels: int) -> tuple[nn.Module, int]:
+    try:
+        import timm
+    except ImportError:
+        raise ContrastiveError(f"backbone 'timm:{name}' needs timm; install it with: pip install timm") from None
+    try:
+        net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels)
+    except RuntimeError as e:  # timm raises RuntimeError for unknown names
+        raise ContrastiveError(f"timm has no model '{name}' ({e}); list them with timm.list_models()") from None
+    return net, net.num_features
+
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
+    "small_cnn": lambda in_channels, cifar_stem: small_cnn(in_channels),
+    **{n: (lambda in_channels, cifar_stem, n=n: torchvision_resnet(n, in_channels, cifar_stem)) for n in RESNETS},
+}
+
+
+def build_backbone(name: str, in_channels: int = 3, cifar_stem: bool = False) -> tuple[nn.Module, int]:
+    """(encoder, feat_dim) for `name`: small_cnn, resnet18..152, or timm:<model name>."""
+    if name.startswith("timm:"):
+        return timm_model(name[len("timm:") :], in_channels)
+    if name not in BACKBONES:
+        raise ContrastiveError(
+            f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}, or timm:<name> with timm installed"
+        )
+    return BACKBONES[name](in_channels=in_channels, cifar_stem=cifar_stem)
+
+
+@torch.no_grad()
+def feature_dim(encoder: nn.Module, in_channels: int, size: int) -> int:
+    """The width of an encoder's output, found by one forward pass (for user-supplied encoders)."""
+    was_training = encoder.training
+    encoder.eval()
+    out = encoder(torch.zeros(2, in_channels, size, size))
+    encoder.train(was_training)
+    return out.shape[1]

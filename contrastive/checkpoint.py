@@ -1,0 +1,101 @@
+"""Checkpoints that cannot be half-written and are never trusted blindly.
+
+Writes go to a temporary file in the same folder, are fsynced, then renamed over the
+target (atomic on POSIX), and the folder is fsynced. Reads use
+`torch.load(weights_only=True)`, which refuses pickled objects that could run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from contrastive.errors import ContrastiveError
+
+CHECKPOINT_GLOB = "checkpoint-epoch*.pt"
+KEEP_LAST = 2  # The newest and one before it, so a damaged newest file still leaves one to resume from.
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"checkpoint-epoch{epoch:04d}.pt"
+
+
+def save_atomic(obj: dict, path: str | Path) -> None:
+    """torch.save to `path` so that a crash at any moment leaves either the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ContrastiveError(f"could not write checkpoint {path}: {e.strerror or e}; free disk space or choose another --out") from None
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint safely; every failure is a one-line ContrastiveError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ContrastiveError(f"checkpoint {path} does not exist; pass the path of a checkpoint-epoch*.pt file from a run folder")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise ContrastiveError(
+                f"refusing to load {path}: it holds pickled Python objects that could run code ({first[:120]}); "
+                "only load checkpoints written by contrastive, or re-save the tensors you trust"
+            ) from None
+        raise ContrastiveError(f"checkpoint {path} is corrupted ({first[:120]}); use an earlier checkpoint") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ContrastiveError(f"checkpoint {path} is truncated or corrupted ({first[:120]}); use an earlier checkpoint") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ContrastiveError(f"{path} is not a contrastive checkpoint (no 'model' and 'config' entries)")
+    return ckpt
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoints in a run folder, newest (highest epoch) first."""
+    def epoch_of(p: Path) -> int:
+        m = re.search(r"epoch(\d+)", p.name)
+        return int(m.group(1)) if m else -1
+
+    return sorted(Path(run_dir).glob(CHECKPOINT_GLOB), key=epoch_of, reverse=True)
+
+
+def latest_good_checkpoint(run_dir: str | Path, warn=print) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads; damaged newer ones are reported and skipped."""
+    for path in list_checkpoints(run_dir):
+        try:
+            return path, load_checkpoint(path)
+        except ContrastiveError as e:
+            warn(f"warning: skipping {e}")
+    return None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int = KEEP_LAST) -> None:
+    for old in list_checkpoints(run_dir)[keep:]:
+        old.unlink(missing_ok=True)

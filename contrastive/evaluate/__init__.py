@@ -1,0 +1,1 @@
+"""Evaluation of a frozen or fine-tuned encoder; it sees encoders, never methods."""

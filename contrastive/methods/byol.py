@@ -1,0 +1,52 @@
+"""BYOL (Grill et al. 2020, arXiv:2006.07733).
+
+Online network: encoder -> projector -> predictor. Target network: an EMA copy of the
+encoder and projector, no predictor, no gradients. Loss: 2 - 2 cos(p, z), symmetrised
+by swapping the views (eq. 2 and L + L~). The EMA rate goes from tau_base to 1 on a
+cosine schedule over training (sec. 3.3).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from contrastive.heads import byol_mlp
+from contrastive.losses import byol_loss
+from contrastive.momentum import cosine_ema, ema_update, frozen_copy
+
+
+class BYOL(nn.Module):
+    def __init__(self, encoder: nn.Module, feat_dim: int, proj_hidden: int = 4096, proj_dim: int = 256,
+                 pred_hidden: int = 4096, base_ema: float = 0.996):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = byol_mlp(feat_dim, proj_hidden, proj_dim)
+        self.predictor = byol_mlp(proj_dim, pred_hidden, proj_dim)
+        self.target_encoder = frozen_copy(self.encoder)
+        self.target_projector = frozen_copy(self.projector)
+        self.base_ema = base_ema
+        self.register_buffer("tau", torch.tensor(base_ema, dtype=torch.float64))
+
+    def online(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predictor(self.projector(self.encoder(x)))
+
+    @torch.no_grad()
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target_projector(self.target_encoder(x))
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        x1, x2 = views
+        # Each view is its own batch (BN statistics per view), as in the paper's code.
+        p1, p2 = self.online(x1), self.online(x2)
+        z1, z2 = self.target(x1), self.target(x2)
+        loss = byol_loss(p1, z2) + byol_loss(p2, z1)
+        return loss, {"tau": float(self.tau)}
+
+    @torch.no_grad()
+    def update_target(self, progress: float) -> None:
+        """EMA step with tau = cosine_ema(tau_base, k / K)."""
+        tau = cosine_ema(self.base_ema, progress)
+        self.tau.fill_(tau)
+        ema_update(self.target_encoder, self.encoder, tau)
+        ema_update(self.target_projector, self.projector, tau)

@@ -1,0 +1,76 @@
+"""MoCo v2 (He et al. 2020, arXiv:1911.05722; Chen et al. 2020, arXiv:2003.04297).
+
+A query encoder trained by gradient, a key encoder that follows it by momentum, and a
+FIFO queue of past keys as the negatives of InfoNCE.
+
+Order of operations per step (the paper's Algorithm 1 and the official code): the key
+encoder is updated by momentum, keys are computed without gradients, the loss uses the
+queue as it was, then the new keys are enqueued. Here the momentum update is called by
+the training loop right after the optimizer step (`update_target`), which is the same
+sequence: the official code's update at the start of step t+1 and ours at the end of
+step t both come between the optimizer step of t and the keys of t+1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from contrastive.heads import moco_head
+from contrastive.losses import info_nce
+from contrastive.momentum import ema_update, frozen_copy
+
+
+class MoCo(nn.Module):
+    def __init__(self, encoder: nn.Module, feat_dim: int, proj_hidden: int, proj_dim: int = 128,
+                 head_layers: int = 2, temperature: float = 0.2, queue_size: int = 4096,
+                 momentum: float = 0.99, symmetric: bool = False):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = moco_head(feat_dim, proj_hidden, proj_dim, head_layers)
+        self.key_encoder = frozen_copy(self.encoder)
+        self.key_projector = frozen_copy(self.projector)
+        self.temperature = temperature
+        self.momentum = momentum
+        self.symmetric = symmetric
+        # The dictionary: K normalised keys (K, D), filled at random as in the official code.
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.encoder(x))
+
+    @torch.no_grad()
+    def key(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.key_projector(self.key_encoder(x)).float(), dim=1)
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        x1, x2 = views
+        queue = self.queue.clone()  # the loss sees the queue before this step's keys go in
+        k2 = self.key(x2)
+        loss = info_nce(self.query(x1), k2, queue, self.temperature)
+        keys = k2
+        if self.symmetric:
+            # MoCo CIFAR demo: swap the crops, add the two losses, enqueue both sets of keys.
+            k1 = self.key(x1)
+            loss = loss + info_nce(self.query(x2), k1, queue, self.temperature)
+            keys = torch.cat([k1, k2])
+        self.enqueue(keys)
+        return loss, {}
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Replace the oldest len(keys) entries (FIFO), wrapping around the end of the queue."""
+        size = self.queue.shape[0]
+        if keys.shape[0] > size:
+            raise ValueError(f"MoCo: {keys.shape[0]} keys per step do not fit a queue of {size}; raise --queue-size")
+        idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue[idx] = keys.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+
+    @torch.no_grad()
+    def update_target(self, progress: float) -> None:
+        """Momentum update (constant m, MoCo eq. 2); `progress` is unused."""
+        ema_update(self.key_encoder, self.encoder, self.momentum)
+        ema_update(self.key_projector, self.projector, self.momentum)
