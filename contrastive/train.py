@@ -150,10 +150,6 @@ def knn_monitor(model: nn.Module, data: DataSplits, cfg: PretrainConfig, device:
 
 def make_loader(data: DataSplits, cfg: PretrainConfig, epoch: int, device: torch.device) -> DataLoader:
     train = data.train if cfg.train_limit is None else data.train.subset(range(min(cfg.train_limit, len(data.train))))
-    if len(train) < cfg.batch_size:
-        raise ContrastiveError(
-            f"the training set has {len(train)} images, fewer than --batch-size {cfg.batch_size}; lower --batch-size"
-        )
     views = method_views(cfg.method, cfg.image_size, data.channels, cfg.color_strength)
     generator = torch.Generator().manual_seed(epoch_seed(cfg, epoch))
     return DataLoader(Transformed(train, views), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
@@ -200,6 +196,10 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
     model = build_model(cfg, data.channels).to(device)
     optimizer = build_optimizer(cfg.optimizer, model, cfg.lr_scaled, cfg.weight_decay, cfg.momentum)
     n_train = len(data.train) if cfg.train_limit is None else min(cfg.train_limit, len(data.train))
+    if n_train < cfg.batch_size:
+        raise ContrastiveError(
+            f"the training set has {n_train} images, fewer than --batch-size {cfg.batch_size}; lower --batch-size"
+        )
     steps_per_epoch = n_train // cfg.batch_size
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:

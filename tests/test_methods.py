@@ -1,0 +1,152 @@
+"""SimCLR, MoCo and BYOL modules: a few CPU steps on a tiny backbone and a fixed batch."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from contrastive.backbones import small_cnn
+from contrastive.methods import BYOL, MoCo, SimCLR
+
+
+def tiny_encoder():
+    torch.manual_seed(0)
+    return small_cnn(1, width=4)  # (encoder, 16)
+
+
+def fixed_views(n=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 12, 12, generator=g)
+    return [x + 0.1 * torch.randn(x.shape, generator=g), x + 0.1 * torch.randn(x.shape, generator=g)]
+
+
+def build(name):
+    enc, d = tiny_encoder()
+    if name == "simclr":
+        return SimCLR(enc, d, 16, 8, head_layers=3, temperature=0.5)
+    if name == "moco":
+        return MoCo(enc, d, 16, 8, temperature=0.2, queue_size=40, momentum=0.9)
+    return BYOL(enc, d, proj_hidden=32, proj_dim=8, pred_hidden=32, base_ema=0.9)
+
+
+def train_steps(model, views, steps, lr=0.05):
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+    losses = []
+    for step in range(steps):
+        loss, _ = model(views)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if hasattr(model, "update_target"):
+            model.update_target(step / steps)
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("name", ["simclr", "moco", "byol"])
+def test_loss_finite_and_falling_on_a_fixed_batch(name):
+    model = build(name)
+    losses = train_steps(model, fixed_views(), 25)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < first - 0.05, (name, losses)
+
+
+@pytest.mark.parametrize("name,target", [("moco", ("key_encoder", "key_projector")),
+                                         ("byol", ("target_encoder", "target_projector"))])
+def test_target_gets_no_gradient_and_moves_by_ema(name, target):
+    model = build(name)
+    online = {t: copy.deepcopy(getattr(model, t.replace("key_", "").replace("target_", ""))) for t in target}
+    before = {t: copy.deepcopy(getattr(model, t)) for t in target}
+    views = fixed_views()
+    loss, _ = model(views)
+    loss.backward()
+    for t in target:
+        for p in getattr(model, t).parameters():
+            assert not p.requires_grad and p.grad is None
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    opt.step()
+    model.update_target(0.0)
+    m = model.momentum if name == "moco" else 0.9  # BYOL at progress 0: tau = base
+    for t in target:
+        new_online = getattr(model, t.replace("key_", "").replace("target_", ""))
+        for p_t, p_before, p_online in zip(getattr(model, t).parameters(), before[t].parameters(),
+                                          new_online.parameters()):
+            torch.testing.assert_close(p_t, m * p_before + (1 - m) * p_online)
+        # and the online network really changed, so the check above is not vacuous
+        assert any(not torch.equal(a, b) for a, b in zip(online[t].parameters(), new_online.parameters()))
+
+
+def test_simclr_gradient_reaches_both_views():
+    model = build("simclr")
+    views = [v.clone().requires_grad_(True) for v in fixed_views()]
+    loss, _ = model(views)
+    loss.backward()
+    assert views[0].grad.abs().sum() > 0 and views[1].grad.abs().sum() > 0
+
+
+def test_byol_target_never_gets_gradient_through_loss():
+    model = build("byol")
+    loss, _ = model(fixed_views())
+    loss.backward()
+    assert all(p.grad is None for p in model.target_encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.predictor.parameters())
+
+
+def test_byol_tau_follows_cosine_schedule():
+    model = build("byol")
+    model.update_target(0.0)
+    assert float(model.tau) == pytest.approx(0.9)
+    model.update_target(0.5)
+    assert float(model.tau) == pytest.approx(1 - 0.1 * 0.5)
+    model.update_target(1.0)
+    assert float(model.tau) == pytest.approx(1.0)
+
+
+def test_moco_queue_is_fifo_and_wraps():
+    model = build("moco")  # queue of 40
+    K = model.queue.shape[0]
+    batches = [F.normalize(torch.randn(16, 8), dim=1) for _ in range(3)]
+    for b in batches:
+        model.enqueue(b)
+    # 48 keys into 40 slots: slots 0..7 hold the last 8 keys of batch 3, 8..15 the first 8 of batch 3
+    torch.testing.assert_close(model.queue[16:32], batches[1])
+    torch.testing.assert_close(model.queue[0:8], batches[2][8:])
+    torch.testing.assert_close(model.queue[32:40], batches[2][:8])
+    assert int(model.queue_ptr) == 48 % K
+
+
+def test_moco_queue_holds_normalized_keys_after_steps_and_is_updated_after_loss():
+    model = build("moco")
+    views = fixed_views()
+    queue_before = model.queue.clone()
+    # The loss of a step must use the queue as it was before the step's keys were added.
+    from contrastive.losses import info_nce
+    with torch.no_grad():
+        q = model.query(views[0])
+        k = model.key(views[1])
+        expected = info_nce(q, k, queue_before, model.temperature)
+    loss, _ = model(views)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(model.queue[:16], k)  # and the keys went in after
+    train_steps(model, views, 4)
+    torch.testing.assert_close(model.queue.norm(dim=1), torch.ones(model.queue.shape[0]))
+
+
+def test_moco_symmetric_enqueues_both_key_sets():
+    enc, d = tiny_encoder()
+    model = MoCo(enc, d, 16, 8, queue_size=64, symmetric=True)
+    views = fixed_views()
+    with torch.no_grad():
+        k1, k2 = model.key(views[0]), model.key(views[1])
+    model(views)
+    torch.testing.assert_close(model.queue[:32], torch.cat([k1, k2]))
+    assert int(model.queue_ptr) == 32
+
+
+def test_moco_refuses_batch_larger_than_queue():
+    enc, d = tiny_encoder()
+    model = MoCo(enc, d, 16, 8, queue_size=8)
+    with pytest.raises(ValueError, match="queue"):
+        model(fixed_views(n=16))
