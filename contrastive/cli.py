@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from contrastive.config import METHODS, OPTIMIZERS, PRECISIONS, PretrainConfig
+from contrastive.config import AUGMENT_MODES, METHODS, OPTIMIZERS, PRECISIONS, PretrainConfig
 from contrastive.errors import ContrastiveError
 
 D = PretrainConfig()
@@ -40,7 +40,7 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=D.weight_decay,
                    help="never applied to BN or bias; default 5e-4 for SGD (CIFAR recipes), 1e-6 for LARS (SimCLR), 1e-4 AdamW")
     p.add_argument("--warmup-epochs", type=float, default=D.warmup_epochs, help="linear warmup before the cosine decay; default 10%% of the epochs, at most 10")
-    p.add_argument("--precision", choices=PRECISIONS, default=D.precision, help="fp32, or bf16 autocast (CPU and CUDA)")
+    p.add_argument("--precision", choices=PRECISIONS, default=D.precision, help="auto: bf16 autocast where the hardware computes bf16 natively (CUDA, CPUs with AVX512-BF16/AMX), else fp32")
     p.add_argument("--temperature", type=float, default=D.temperature, help="softmax temperature: SimCLR 0.5 (paper, CIFAR), MoCo v2 0.2")
     p.add_argument("--proj-dim", type=int, default=D.proj_dim, help="projection output: 128 (SimCLR, MoCo), 256 (BYOL)")
     p.add_argument("--proj-hidden", type=int, default=D.proj_hidden, help="projection hidden width: the encoder's width (SimCLR, MoCo), 4096 (BYOL)")
@@ -51,13 +51,16 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
                    help="MoCo: also swap the crops and add the second loss (the MoCo CIFAR demo's option); off = the paper's asymmetric loss")
     p.add_argument("--color-strength", type=float, default=D.color_strength, help="SimCLR colour-jitter strength s; 0.5 for small images (SimCLR CIFAR), else 1.0")
     p.add_argument("--knn-every", type=int, default=D.knn_every, help="epochs between kNN monitor runs (k=200, T=0.1); 0: only at the end")
+    p.add_argument("--augment", choices=AUGMENT_MODES, default=D.augment,
+                   help="auto: augment whole batches as tensors (on the GPU when there is one) when the images fit in "
+                        "memory, else per image with torchvision v2; the distributions are the same")
     p.add_argument("--num-workers", type=int, default=D.num_workers, help="data-loader processes (0: augment in the training process)")
     p.add_argument("--device", default=D.device, help="auto (cuda when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int, default=D.seed, help="seed of every random choice (data order, augmentations, init)")
     p.add_argument("--out", default=D.out, help="run folder (default runs/<method>-<date-time>)")
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out (or the newest runs/<method>-* folder)")
     p.add_argument("--max-steps", type=int, default=D.max_steps, help="stop after this many steps in total (smoke tests)")
-    p.add_argument("--train-limit", type=int, default=D.train_limit, help="use only the first N training images (smoke tests)")
+    p.add_argument("--train-limit", type=int, default=D.train_limit, help="use only N training images, drawn at random with a fixed seed (smoke tests)")
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
@@ -77,6 +80,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_eval_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help=DATA_HELP + "; must match the checkpoint's image channels")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda ...")
+    p.add_argument("--seed", type=int, default=0, help="seed of the labelled subset and of training")
+
+
+def add_fraction_arg(p: argparse.ArgumentParser, default: float | None) -> None:
+    p.add_argument("--label-fraction", type=float, default=default, required=default is None,
+                   help="fraction of the training labels to use, in (0, 1]; drawn class-balanced with --seed "
+                        "(SimCLRv2 reports 0.01 and 0.1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="contrastive", description="Self-supervised contrastive pretraining and the SimCLRv2 few-label pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +99,80 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_pretrain_args(p)
     p.set_defaults(func=cmd_pretrain)
+
+    from contrastive import commands
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("knn", help="weighted kNN top-1 (k=200, T=0.1, cosine) of a frozen pretrained encoder",
+                       formatter_class=fmt)
+    p.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (RUN/checkpoint-epochNNNN.pt)")
+    p.add_argument("--k", type=int, default=200, help="neighbours (Wu et al. 2018)")
+    p.add_argument("--temperature", type=float, default=0.1, help="vote weight exp(similarity / T)")
+    add_eval_data_args(p)
+    p.set_defaults(func=commands.cmd_knn)
+
+    p = sub.add_parser("linear", help="linear probe on frozen features (features computed once)", formatter_class=fmt)
+    p.add_argument("--checkpoint", required=True, help="a pretraining checkpoint")
+    add_fraction_arg(p, 1.0)
+    add_eval_data_args(p)
+    p.set_defaults(func=commands.cmd_linear)
+
+    p = sub.add_parser("finetune", help="fine-tune the whole pretrained encoder on a labelled subset", formatter_class=fmt)
+    p.add_argument("--checkpoint", required=True, help="a pretraining checkpoint")
+    add_fraction_arg(p, None)
+    p.add_argument("--no-head-layer", dest="from_head_layer", action="store_false",
+                   help="SimCLR checkpoints: start from the encoder alone instead of the first projection-head "
+                        "layer (SimCLRv2 sec. 2.3 fine-tunes from that layer)")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the labelled images (default: the pipeline budget)")
+    p.add_argument("--out", default=None, help="folder for the fine-tuned classifier and the subset's indices")
+    add_eval_data_args(p)
+    p.set_defaults(func=commands.cmd_finetune)
+
+    p = sub.add_parser("supervised", help="baseline: the same architecture from random init on the same labelled subset",
+                       formatter_class=fmt)
+    add_fraction_arg(p, None)
+    p.add_argument("--backbone", default=None, help="default: small_cnn on the embedded digits, resnet18 elsewhere")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the labelled images (default: the fine-tuning budget)")
+    p.add_argument("--out", default=None, help="folder for the trained classifier")
+    add_eval_data_args(p)
+    p.set_defaults(func=commands.cmd_supervised)
+
+    p = sub.add_parser("distill", help="SimCLRv2 distillation of a fine-tuned teacher into a student on unlabeled images",
+                       formatter_class=fmt)
+    p.add_argument("--teacher", required=True, help="a classifier written by `contrastive finetune --out`")
+    p.add_argument("--student", default=None, help="student backbone (default: the teacher's: self-distillation)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of eq. 2")
+    p.add_argument("--alpha", type=float, default=0.0,
+                   help="weight of cross-entropy on the teacher's labelled subset (0: labels unused, SimCLRv2 default)")
+    p.add_argument("--epochs", type=int, default=None, help="passes over all training images")
+    p.add_argument("--out", default=None, help="folder for the student classifier")
+    add_eval_data_args(p)
+    p.set_defaults(func=commands.cmd_distill)
+
+    p = sub.add_parser("embed", help="write the encoder's embeddings of a dataset to .npy", formatter_class=fmt)
+    p.add_argument("--checkpoint", required=True, help="a pretraining checkpoint")
+    p.add_argument("--out", required=True, help="output file FILE.npy; labels go to FILE.labels.npy, file names to FILE.paths.txt")
+    p.add_argument("--split", choices=("train", "test"), default="test", help="which split to embed")
+    add_eval_data_args(p)
+    p.set_defaults(func=commands.cmd_embed)
+
+    p = sub.add_parser("pipeline", help="the main job: pretrain -> kNN -> supervised / linear / finetune / distill "
+                                        "at 1%%, 10%%, 100%% labels -> report", formatter_class=fmt)
+    p.add_argument("--method", choices=METHODS, default="simclr", help="pretraining method")
+    p.add_argument("--data", default=None, help=DATA_HELP)
+    p.add_argument("--backbone", default=None, help="default: small_cnn on the embedded digits, resnet18 elsewhere")
+    p.add_argument("--student", default=None, help="distillation student backbone (default: the same as --backbone)")
+    p.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the pipeline's, sized for 10 minutes on 2 CPU cores)")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning / supervised epochs over the labelled subset")
+    p.add_argument("--distill-epochs", type=int, default=None, help="distillation epochs over all training images")
+    p.add_argument("--batch-size", type=int, default=256, help="pretraining batch size")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="pretraining precision (auto: bf16 where native)")
+    p.add_argument("--fractions", default="0.01,0.1,1.0", help="comma-separated label fractions")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda ...")
+    p.add_argument("--seed", type=int, default=0, help="seed of everything")
+    p.add_argument("--out", default=None, help="output folder (default runs/pipeline-<method>-<date-time>)")
+    p.add_argument("--quick", action="store_true", help="smoke version: about a minute on 2 CPU cores")
+    p.set_defaults(func=commands.cmd_pipeline)
     return parser
 
 

@@ -15,7 +15,8 @@ from contrastive.errors import ContrastiveError
 
 METHODS = ("simclr", "moco", "byol")
 OPTIMIZERS = ("sgd", "lars", "adamw")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
+AUGMENT_MODES = ("auto", "batch", "per-image")
 
 # Base learning rate for a batch of 256; the run uses base * batch_size / 256 (the linear
 # scaling rule, Goyal et al. 2017, used by SimCLR, MoCo and BYOL).
@@ -59,7 +60,7 @@ class PretrainConfig:
     weight_decay: float | None = None  # None: WEIGHT_DECAY[optimizer]; never on BN or bias.
     momentum: float = 0.9  # SGD / LARS momentum, all three papers.
     warmup_epochs: float | None = None  # None: 10% of epochs, at most 10 (SimCLR: 10 of 100).
-    precision: str = "fp32"
+    precision: str = "auto"  # auto: bf16 autocast where the chip computes bf16 natively (CUDA, AVX512-BF16/AMX CPUs), else fp32.
 
     # --- the method ----------------------------------------------------------------
     temperature: float | None = None  # None: SimCLR 0.5 (paper, CIFAR-10, B.9); MoCo v2 0.2.
@@ -77,13 +78,14 @@ class PretrainConfig:
     knn_temperature: float = 0.1  # T=0.1, cosine similarity.
     knn_every: int = 1  # Epochs between kNN evaluations (0: only at the end).
     log_every: int = 10  # Steps between metric lines in metrics.jsonl.
-    num_workers: int = 0  # Loader processes; 0 augments in the training process.
+    augment: str = "auto"  # auto: whole batches as tensors when the images fit in memory, else per image.
+    num_workers: int = 0  # Loader processes for the per-image path; 0 augments in the training process.
     device: str = "auto"  # auto: cuda when available, else cpu.
     seed: int = 0
     out: str | None = None  # Run folder; None: runs/<method>-<time>.
     resume: bool = False
     max_steps: int | None = None  # Stop after this many steps in total (tests, smoke runs).
-    train_limit: int | None = None  # Use only the first N training images (tests, smoke runs).
+    train_limit: int | None = None  # Use only N training images (a fixed random draw; tests, smoke runs).
 
     # Derived once by resolve(); not set by hand.
     lr_scaled: float | None = field(default=None, metadata={"derived": True})
@@ -93,6 +95,7 @@ class PretrainConfig:
         check_choice("method", self.method, METHODS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("augment", self.augment, AUGMENT_MODES)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ContrastiveError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

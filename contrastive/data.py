@@ -386,3 +386,12 @@ def _match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
         return images.repeat(1, 3, 1, 1)
     weights = torch.tensor([299, 587, 114], dtype=torch.int32).view(1, 3, 1, 1)
     return (((images.to(torch.int32) * weights).sum(1, keepdim=True) + 500) // 1000).to(torch.uint8)
+
+
+def limit_images(images: ImageSet, n: int | None, seed: int = 0) -> ImageSet:
+    """At most n images drawn at random with a fixed seed (folders and the digits are stored
+    class by class, so the first n would be a few classes only). Sorted, so stable."""
+    if n is None or n >= len(images):
+        return images
+    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return images.subset(keep)

@@ -25,11 +25,12 @@ from tqdm import tqdm
 
 from contrastive import distributed as dist
 from contrastive.augment import method_views
+from contrastive.batch_augment import batch_method_views
 from contrastive.backbones import build_backbone
 from contrastive.checkpoint import (checkpoint_name, latest_good_checkpoint, list_checkpoints, prune_checkpoints,
                                     save_atomic)
 from contrastive.config import PretrainConfig
-from contrastive.data import DataSplits, Transformed, load_data
+from contrastive.data import DataSplits, Transformed, limit_images, load_data
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.features import extract_features
 from contrastive.evaluate.knn import knn_accuracy
@@ -56,6 +57,24 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ContrastiveError(f"--device {name} asked for, but no CUDA GPU is visible; use --device cpu or auto")
     return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto: bf16 autocast where it is native and fast (about 1.8x on this project's 2-core AMX CPU), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
 def build_model(cfg: PretrainConfig, channels: int) -> nn.Module:
@@ -142,19 +161,52 @@ class MetricsLog:
 def knn_monitor(model: nn.Module, data: DataSplits, cfg: PretrainConfig, device: torch.device) -> float | None:
     if data.test is None or not data.train.has_labels:
         return None
-    train = data.train if cfg.train_limit is None else data.train.subset(range(min(cfg.train_limit, len(data.train))))
+    train = training_images(data, cfg)
     bank, bank_y = extract_features(model.encoder, train, cfg.image_size, data.channels, device)
     query, query_y = extract_features(model.encoder, data.test, cfg.image_size, data.channels, device)
     return knn_accuracy(bank, bank_y, query, query_y, data.num_classes, cfg.knn_k, cfg.knn_temperature)
 
 
-def make_loader(data: DataSplits, cfg: PretrainConfig, epoch: int, device: torch.device) -> DataLoader:
-    train = data.train if cfg.train_limit is None else data.train.subset(range(min(cfg.train_limit, len(data.train))))
-    views = method_views(cfg.method, cfg.image_size, data.channels, cfg.color_strength)
+def training_images(data: DataSplits, cfg: PretrainConfig):
+    return limit_images(data.train, cfg.train_limit)
+
+
+def uses_batch_augment(train, cfg: PretrainConfig) -> bool:
+    """The fast path (whole batches augmented as tensors) needs the images decoded in memory."""
+    if cfg.augment == "auto":
+        return train.images is not None
+    if cfg.augment == "batch" and train.images is None:
+        raise ContrastiveError("--augment batch needs images of one size decoded in memory; this folder is read "
+                               "file by file (mixed sizes or too many files); use --augment per-image")
+    return cfg.augment == "batch"
+
+
+def tensor_batches(train, cfg: PretrainConfig, epoch: int, device: torch.device):
+    """Views for one epoch from in-memory uint8 images: shuffle, slice, move, augment on the device."""
+    augs = batch_method_views(cfg.method, cfg.image_size, train.images.shape[1], cfg.color_strength)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch_seed(cfg, epoch)))
+    aug_rng = torch.Generator(device).manual_seed(epoch_seed(cfg, epoch))
+    for b in range(len(train) // cfg.batch_size):  # drop the last partial batch, as the loader does
+        idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        images = train.images[idx].to(device, non_blocking=True)  # uint8 (B, C, H, W)
+        yield [aug(images, aug_rng) for aug in augs]
+
+
+def loader_batches(train, cfg: PretrainConfig, epoch: int, device: torch.device):
+    """Views for one epoch through a DataLoader and per-image torchvision v2 transforms."""
+    views = method_views(cfg.method, cfg.image_size, train.channels, cfg.color_strength)
     generator = torch.Generator().manual_seed(epoch_seed(cfg, epoch))
-    return DataLoader(Transformed(train, views), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                      num_workers=cfg.num_workers, generator=generator, pin_memory=device.type == "cuda",
-                      persistent_workers=False)
+    loader = DataLoader(Transformed(train, views), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                        num_workers=cfg.num_workers, generator=generator, pin_memory=device.type == "cuda")
+    for views, _ in loader:
+        yield [v.to(device, non_blocking=True) for v in views]
+
+
+def epoch_batches(data: DataSplits, cfg: PretrainConfig, epoch: int, device: torch.device):
+    train = training_images(data, cfg)
+    if uses_batch_augment(train, cfg):
+        return tensor_batches(train, cfg, epoch, device)
+    return loader_batches(train, cfg, epoch, device)
 
 
 def checkpoint_state(model, optimizer, scheduler, cfg: PretrainConfig, data: DataSplits, epoch: int, step: int,
@@ -189,13 +241,14 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
     data = data or load_data(cfg.data, seed=cfg.seed)
     cfg = cfg.resolve(image_size=data.image_size, embedded=data.name == "mnist")
     device = pick_device(cfg.device)
+    cfg.precision = resolve_precision(cfg.precision, device)
     run_dir = prepare_run_dir(resume_dir(cfg) if cfg.resume else new_run_dir(cfg), cfg.resume)
     cfg.out = str(run_dir)
     seed_everything(cfg.seed)
 
     model = build_model(cfg, data.channels).to(device)
     optimizer = build_optimizer(cfg.optimizer, model, cfg.lr_scaled, cfg.weight_decay, cfg.momentum)
-    n_train = len(data.train) if cfg.train_limit is None else min(cfg.train_limit, len(data.train))
+    n_train = len(training_images(data, cfg))
     if n_train < cfg.batch_size:
         raise ContrastiveError(
             f"the training set has {n_train} images, fewer than --batch-size {cfg.batch_size}; lower --batch-size"
@@ -237,11 +290,10 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
             break
         torch.manual_seed(epoch_seed(cfg, epoch))
         model.train()
-        loader = make_loader(data, cfg, epoch, device)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None, file=sys.stderr)
+        bar = tqdm(epoch_batches(data, cfg, epoch, device), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   leave=False, disable=None, file=sys.stderr)
         t0, seen, running, batches = time.time(), 0, 0.0, 0
-        for views, _ in bar:
-            views = [v.to(device, non_blocking=True) for v in views]
+        for views in bar:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss, extra = model(views)
             if not torch.isfinite(loss):

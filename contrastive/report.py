@@ -1,0 +1,113 @@
+"""The pipeline's report: report.md with the results table and matplotlib plots beside it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+COLORS = {"supervised": "tab:gray", "linear": "tab:blue", "finetune": "tab:orange", "distill": "tab:green"}
+
+
+def plot_fractions(results: dict, path: Path) -> None:
+    """Test accuracy against label fraction, one line per column, log-scaled fraction axis."""
+    fractions = sorted(results["label_fractions"], key=float)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for column, color in COLORS.items():
+        ax.plot([float(f) for f in fractions], [results["label_fractions"][f][column] for f in fractions],
+                marker="o", color=color, label=column)
+    ax.set_xscale("log")
+    ax.set_xticks([float(f) for f in fractions], [f"{float(f):.0%}" for f in fractions])
+    ax.set_xlabel("fraction of training labels used")
+    ax.set_ylabel("test top-1 accuracy")
+    ax.set_title(f"{results['method']} / {results['backbone']} on {results['dataset']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training(metrics_path: Path, path: Path) -> None:
+    """Pretraining loss per step and kNN top-1 per epoch, from the run's metrics.jsonl."""
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    steps = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    knn = [(r["epoch"], r["knn_top1"]) for r in records if r.get("knn_top1") is not None]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    if steps:
+        a.plot(*zip(*steps), color="tab:red")
+    a.set_xlabel("step")
+    a.set_ylabel("pretraining loss")
+    a.grid(alpha=0.3)
+    if knn:
+        b.plot(*zip(*knn), marker="o", color="tab:blue")
+    b.set_xlabel("epoch (0: random init)")
+    b.set_ylabel("kNN top-1 (test)")
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_tsne(features: torch.Tensor, labels: torch.Tensor, classes: list[str], path: Path, seed: int = 0,
+              max_points: int = 2000) -> None:
+    """2-D t-SNE (scikit-learn) of test embeddings, coloured by class."""
+    from sklearn.manifold import TSNE
+
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(features), generator=g)[:max_points]
+    x = torch.nn.functional.normalize(features[keep], dim=1).numpy()
+    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(x)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    y = labels[keep].numpy()
+    for c in range(int(y.max()) + 1):
+        sel = y == c
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=4, label=classes[c] if c < len(classes) else str(c))
+    ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("t-SNE of test embeddings (pretrained encoder)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, image_size: int, device,
+                 timings: dict, knn_random_init: float | None = None) -> Path:
+    from contrastive.pipeline import format_table
+
+    plot_fractions(results, out / "accuracy_vs_labels.png")
+    plot_training(pretrain_dir / "metrics.jsonl", out / "pretraining.png")
+    images = ["accuracy_vs_labels.png", "pretraining.png"]
+    if encoder is not None:
+        from contrastive.evaluate.features import extract_features
+
+        feats, labels = extract_features(encoder, data.test, image_size, data.channels, device)
+        plot_tsne(feats, labels, data.classes, out / "tsne.png")
+        images.append("tsne.png")
+    knn0 = f" (random-init encoder: {knn_random_init:.4f})" if knn_random_init is not None else ""
+    lines = [
+        f"# {results['method']} few-label report: {results['dataset']}",
+        "",
+        f"Backbone `{results['backbone']}`, student `{results['student']}`. Accuracies are test top-1 fractions.",
+        f"kNN top-1 of the pretrained encoder (k=200, T=0.1): **{results['knn_top1']:.4f}**{knn0}.",
+        "",
+        "- supervised: the same architecture from random init, trained on the labelled subset only",
+        "- linear: a linear classifier on frozen pretrained features (labelled subset)",
+        "- finetune: the whole pretrained network fine-tuned on the labelled subset (SimCLRv2: from the first head layer)",
+        "- distill: a student trained on the fine-tuned teacher's predictions on all training images, no labels",
+        "- gain of pretraining: best of finetune / distill minus supervised",
+        "",
+        format_table(results),
+        "",
+        "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
+        "",
+    ] + [f"![{name}]({name})" for name in images]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
