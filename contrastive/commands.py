@@ -17,15 +17,15 @@ import torch
 from contrastive.data import DataSplits, balanced_subset, load_data
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.classify import (DISTILL, FINETUNE, check_compatible, distill, finetune, linear_probe,
-                                           load_classifier, load_pretrained, random_classifier, save_classifier,
-                                           supervised_baseline)
+                                           load_pretrained, random_classifier, supervised_baseline)
+from contrastive.evaluate.export import load_classifier, save_classifier
 from contrastive.evaluate.features import extract_features
 from contrastive.evaluate.knn import knn_accuracy
 from contrastive.train import pick_device
 
 
-def labelled_data(spec: str | None, seed: int, channels: int | None = None) -> DataSplits:
-    data = load_data(spec, seed=seed, channels=channels)
+def labelled_data(spec: str | None, seed: int) -> DataSplits:
+    data = load_data(spec, seed=seed)
     if data.test is None or not data.train.has_labels:
         raise ContrastiveError(f"{data.name} has no labels or no test split; this command needs "
                                "folder:DIR with DIR/train/<class>/ and DIR/test/<class>/")
@@ -34,7 +34,7 @@ def labelled_data(spec: str | None, seed: int, channels: int | None = None) -> D
 
 def pretrained_and_data(args):
     pre = load_pretrained(args.checkpoint)
-    data = labelled_data(args.data, args.seed, channels=pre.data["channels"] if args.data else None)
+    data = labelled_data(args.data, args.seed)
     check_compatible(pre, data.channels, data.name)
     return pre, data
 
@@ -112,7 +112,7 @@ def cmd_supervised(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     teacher, meta = load_classifier(args.teacher)
-    data = labelled_data(args.data, args.seed, channels=meta["data"]["channels"] if args.data else None)
+    data = labelled_data(args.data, args.seed)
     if data.channels != meta["data"]["channels"] or data.num_classes != meta["data"]["num_classes"]:
         raise ContrastiveError(f"teacher {args.teacher} was trained on {meta['data']['name']} "
                                f"({meta['data']['num_classes']} classes, {meta['data']['channels']} channels), "
