@@ -3,18 +3,20 @@
 # Run from the repo root with the archive at .data/cifar10-jpg.tar.gz (a copy of
 # ../shared/data/cifar10-jpg.tar.gz; never committed). Writes to ${OUT:-runs/gpu}.
 #   usage: bash benchmarks/gpu_cifar_pipeline.sh [PRETRAIN_EPOCHS] [FINETUNE_EPOCHS] [DISTILL_EPOCHS]
-set -euo pipefail
+set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-OUT=${OUT:-runs/gpu}
-mkdir -p "$OUT" /tmp/cifar10
-[ -d /tmp/cifar10/train ] || tar xzf .data/cifar10-jpg.tar.gz -C /tmp/cifar10
+OUT=${OUT:-runs/gpu}          # what to keep: log, results, report, plots (the device tool returns 8 files)
+RUN=${RUN:-/tmp/cifar10-simclr}  # the whole run folder, checkpoints included
+DATA=${CIFAR_DIR:-/tmp/cifar10}
+mkdir -p "$OUT" "$DATA"
+[ -d "$DATA/train" ] || tar xzf .data/cifar10-jpg.tar.gz -C "$DATA"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 start=$(date +%s)
-python3 -m contrastive pipeline --data folder:/tmp/cifar10 --backbone resnet18 --method simclr \
-  --batch-size 512 --epochs "${1:-15}" --finetune-epochs "${2:-10}" --distill-epochs "${3:-5}" \
-  --out "$OUT/cifar10-simclr" 2>&1 | tee "$OUT/pipeline.log"
+timeout "${LIMIT_S:-100000}" python3 -m contrastive pipeline --data folder:$DATA --backbone resnet18 --method simclr \
+  --batch-size "${BATCH:-512}" --epochs "${1:-15}" --finetune-epochs "${2:-10}" --distill-epochs "${3:-5}" \
+  --out "$RUN" 2>&1 | tee "$OUT/pipeline.log"
 echo "wall seconds: $(( $(date +%s) - start ))" | tee -a "$OUT/pipeline.log"
-cp "$OUT/cifar10-simclr/results.json" "$OUT/results.json" 2>/dev/null || true
-cp "$OUT/cifar10-simclr/report.md" "$OUT/report.md" 2>/dev/null || true
-cp "$OUT/cifar10-simclr/pretrain/metrics.jsonl" "$OUT/metrics.jsonl" 2>/dev/null || true
+for f in results.json report.md accuracy_vs_labels.png pretraining.png tsne.png pretrain/metrics.jsonl; do
+  cp "$RUN/$f" "$OUT/" 2>/dev/null || true
+done

@@ -21,7 +21,7 @@ from contrastive.evaluate.classify import (DISTILL, FINETUNE, check_compatible, 
 from contrastive.evaluate.export import load_classifier, save_classifier
 from contrastive.evaluate.features import extract_features
 from contrastive.evaluate.knn import knn_accuracy
-from contrastive.train import pick_device
+from contrastive.device import pick_device
 
 
 def labelled_data(spec: str | None, seed: int) -> DataSplits:

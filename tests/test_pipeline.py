@@ -55,10 +55,10 @@ def test_cli_pipeline_quick_on_embedded_digits(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "mnist" and results["backbone"] == "small_cnn"
     row = results["label_fractions"]["0.1"]
-    assert row["n_labels"] == 100  # 10% of the 1,000-image quick draw, class-balanced
+    assert abs(row["n_labels"] - 100) <= 5  # 10% of each class of the 1,000-image quick draw, rounded
     assert all(0.0 <= row[c] <= 1.0 for c in ("supervised", "linear", "finetune", "distill"))
     printed = capsys.readouterr().out
-    assert "| 10% | 100 |" in printed
+    assert f"| 10% | {row['n_labels']} |" in printed
 
 
 def test_knn_linear_embed_commands(mnist_checkpoint, tmp_path, capsys):

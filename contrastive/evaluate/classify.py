@@ -28,8 +28,10 @@ from torch.utils.data import DataLoader
 
 from contrastive.augment import eval_transform, train_transform
 from contrastive.backbones import build_backbone, feature_dim
+from contrastive.batch_augment import BatchAugment, batch_view
 from contrastive.checkpoint import load_checkpoint
 from contrastive.data import ImageSet, Transformed
+from contrastive.device import resolve_precision
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.features import extract_features
 from contrastive.heads import simclr_head
@@ -55,6 +57,7 @@ class Budget:
     lr: float = 0.1
     weight_decay: float = 5e-4  # the SGD value of the pretraining config; never on BN or bias
     augment: bool = True  # random crop (and flip where it applies): SimCLRv2 sec. 3 uses only these
+    precision: str = "auto"  # bf16 autocast where native (see contrastive.device), else fp32
 
     def kwargs(self) -> dict:
         return dataclasses.asdict(self)
@@ -251,10 +254,45 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tens
     return F.cross_entropy(logits, labels)
 
 
+def classifier_batches(train: ImageSet, image_size: int, channels: int, batch_size: int, augment: bool,
+                       device: torch.device, num_workers: int, seed: int):
+    """A function of the pass number yielding (images (B, C, H, W) float on device, labels (B,)).
+
+    Images decoded in memory at the training size take the fast path: whole batches sliced,
+    moved and augmented as tensors on the device (the same crop/flip recipe as
+    augment.train_transform). Anything else goes through a DataLoader, image by image.
+    """
+    if train.images is not None and train.images.shape[-1] == image_size and train.images.shape[-2] == image_size:
+        # min_scale=1 on a square image always falls back to the whole image: no augmentation.
+        view = batch_view(train_transform(image_size, channels)) if augment else BatchAugment(
+            image_size, channels, min_scale=1.0, flip=False, jitter=None, jitter_p=0.0, gray_p=0.0, blur_p=0.0,
+            solarize_p=0.0)
+        labels_all = train.labels if train.labels is not None else torch.full((len(train),), -1)
+
+        def tensor_batches(epoch: int):
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+            rng = torch.Generator(device).manual_seed(seed * 7919 + epoch)
+            for idx in order.split(batch_size):
+                images = train.images[idx].to(device, non_blocking=True)  # uint8 (B, C, H, W)
+                yield view(images, rng), labels_all[idx].to(device, non_blocking=True)
+
+        return tensor_batches
+    transform = train_transform(image_size, channels) if augment else eval_transform(image_size, channels)
+    loader = DataLoader(Transformed(train, transform), batch_size=batch_size, shuffle=True, drop_last=False,
+                        num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
+                        pin_memory=device.type == "cuda")
+
+    def loader_batches(epoch: int):
+        for images, labels in loader:
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    return loader_batches
+
+
 def fit_classifier(model: nn.Module, train: ImageSet, test: ImageSet | None, image_size: int, channels: int, *,
                    loss_fn=None, epochs: int, batch_size: int = 256, lr: float, weight_decay: float = 5e-4,
                    device: torch.device | str = "cpu", seed: int = 0, min_steps: int = 0, augment: bool = True,
-                   num_workers: int = 0, log=None) -> float | None:
+                   num_workers: int = 0, precision: str = "fp32", log=None) -> float | None:
     """Train `model` on `train`; return its test accuracy (None without a test set).
 
     SGD with momentum 0.9 and a cosine schedule from `lr` to 0 (no warm-up), weight decay
@@ -269,6 +307,7 @@ def fit_classifier(model: nn.Module, train: ImageSet, test: ImageSet | None, ima
     if len(train) == 0:
         raise ContrastiveError("no training images to fit the classifier on; check the label fraction and the data")
     device = torch.device(device)
+    precision = resolve_precision(precision, device)
     loss_fn = loss_fn or cross_entropy
     batches_per_epoch = math.ceil(len(train) / min(batch_size, len(train)))
     batch_size = math.ceil(len(train) / batches_per_epoch)
@@ -276,20 +315,17 @@ def fit_classifier(model: nn.Module, train: ImageSet, test: ImageSet | None, ima
     model.to(device)
     optimizer = build_optimizer("sgd", model, lr, weight_decay, momentum=0.9)
     scheduler = build_scheduler(optimizer, total_steps, warmup_steps=0)
-    transform = train_transform(image_size, channels) if augment else eval_transform(image_size, channels)
-    loader = DataLoader(Transformed(train, transform), batch_size=batch_size, shuffle=True, drop_last=False,
-                        num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
-                        pin_memory=device.type == "cuda")
+    batches = classifier_batches(train, image_size, channels, batch_size, augment, device, num_workers, seed)
+    use_bf16 = precision == "bf16"
     step, passes = 0, 0
     with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from the global cpu stream
         torch.manual_seed(seed)
         model.train()
         while step < total_steps:
             running, seen = 0.0, 0
-            for images, labels in loader:
-                images = images.to(device, non_blocking=True)  # (B, C, H, W) float, normalised
-                labels = labels.to(device, non_blocking=True)  # (B,) int64
-                loss = loss_fn(model(images), labels, images)
+            for images, labels in batches(passes):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss = loss_fn(model(images), labels, images)
                 if not torch.isfinite(loss):
                     raise ContrastiveError(f"classifier loss became {loss.item()} at step {step}; lower the lr")
                 optimizer.zero_grad(set_to_none=True)
