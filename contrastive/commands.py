@@ -158,7 +158,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         raise ContrastiveError(f"--fractions must be comma-separated numbers, got '{args.fractions}'") from None
     cfg = PipelineConfig(method=args.method, data=args.data, backbone=args.backbone, student=args.student,
                          fractions=fractions, batch_size=args.batch_size, precision=args.precision,
-                         device=args.device, seed=args.seed, out=args.out, quick=args.quick)
+                         device=args.device, seed=args.seed, out=args.out, quick=args.quick,
+                         train_limit=args.train_limit)
     if args.epochs is not None:
         cfg.pretrain_epochs = args.epochs
     if args.finetune_epochs is not None:
