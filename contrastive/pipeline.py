@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from contrastive.checkpoint import list_checkpoints
 from contrastive.config import PretrainConfig

@@ -9,7 +9,6 @@ the model, optimizer, scheduler, step, RNG states and the full resolved config.
 from __future__ import annotations
 
 import json
-import math
 import random
 import sys
 import time

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from contrastive.data import (ImageSet, Transformed, balanced_subset, decode_image, load_data)
+from contrastive.data import (Transformed, balanced_subset, decode_image, load_data)
 from contrastive.errors import ContrastiveError
 
 

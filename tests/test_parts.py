@@ -1,6 +1,5 @@
 """Heads, momentum, optimizers and schedules, the kNN classifier, backbones."""
 
-import math
 
 import pytest
 import torch

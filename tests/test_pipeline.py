@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from contrastive.cli import main
 from contrastive.config import PretrainConfig
