@@ -129,3 +129,25 @@ def test_cifar_stem_keeps_resolution():
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ContrastiveError, match="unknown backbone 'resnet9'.*small_cnn"):
         build_backbone("resnet9")
+
+
+def test_limit_images_draws_from_every_class_and_is_stable():
+    from contrastive.data import ImageSet, limit_images
+
+    labels = torch.arange(10).repeat_interleave(50)  # stored class by class, as folders and the digits are
+    images = ImageSet(images=torch.zeros(500, 1, 2, 2, dtype=torch.uint8), labels=labels)
+    a, b = limit_images(images, 100), limit_images(images, 100)
+    assert len(a) == 100 and torch.equal(a.labels, b.labels)
+    assert set(a.labels.tolist()) == set(range(10))
+    assert limit_images(images, None) is images and limit_images(images, 1000) is images
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    from contrastive import device as dev
+
+    cpu = torch.device("cpu")
+    assert dev.resolve_precision("fp32", cpu) == "fp32" and dev.resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: False)
+    assert dev.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: True)
+    assert dev.resolve_precision("auto", cpu) == "bf16"
