@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default runs/pipeline-<method>-<date-time>)")
     p.add_argument("--train-limit", type=int, default=None,
                    help="use only N training images (a fixed random draw): a CPU-sized run on a large dataset")
+    p.add_argument("--test-limit", type=int, default=None,
+                   help="score on N test images only (a fixed random draw): a CPU-sized run on a large dataset")
     p.add_argument("--quick", action="store_true", help="smoke version: about a minute on 2 CPU cores")
     p.set_defaults(func=commands.cmd_pipeline)
     return parser

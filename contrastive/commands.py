@@ -159,7 +159,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(method=args.method, data=args.data, backbone=args.backbone, student=args.student,
                          fractions=fractions, batch_size=args.batch_size, precision=args.precision,
                          device=args.device, seed=args.seed, out=args.out, quick=args.quick,
-                         train_limit=args.train_limit)
+                         train_limit=args.train_limit, test_limit=args.test_limit)
     if args.epochs is not None:
         cfg.pretrain_epochs = args.epochs
     if args.finetune_epochs is not None:

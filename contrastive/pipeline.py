@@ -44,7 +44,8 @@ class PipelineConfig:
     seed: int = 0
     out: str | None = None
     quick: bool = False  # A smoke run of about a minute: few epochs, 1,000 training images
-    train_limit: int | None = None
+    train_limit: int | None = None  # Use N training images (a fixed random draw): CPU-sized runs on big data
+    test_limit: int | None = None  # Score on N test images (a fixed random draw); None: the whole test split
     tsne: bool = True
 
     def for_quick(self) -> "PipelineConfig":
@@ -65,6 +66,10 @@ def limited(data: DataSplits, limit: int | None) -> DataSplits:
     return dataclasses.replace(data, train=limit_images(data.train, limit))
 
 
+def limited_test(data: DataSplits, limit: int | None) -> DataSplits:
+    return dataclasses.replace(data, test=limit_images(data.test, limit, seed=1))
+
+
 def run_pipeline(cfg: PipelineConfig, data: DataSplits | None = None, log=print) -> dict:
     """Run everything; returns the results dict that is also written to OUT/results.json."""
     if cfg.quick:
@@ -73,7 +78,7 @@ def run_pipeline(cfg: PipelineConfig, data: DataSplits | None = None, log=print)
     if data.test is None or not data.train.has_labels:
         raise ContrastiveError(f"the pipeline needs labelled data with a test split; {data.name} has none "
                                "(use folder:DIR with DIR/train/<class>/ and DIR/test/<class>/)")
-    data = limited(data, cfg.train_limit)
+    data = limited_test(limited(data, cfg.train_limit), cfg.test_limit)
     out = run_dir_for(cfg)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
