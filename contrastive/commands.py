@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contrastive.config import PretrainConfig
 from contrastive.data import DataSplits, balanced_subset, load_data
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.classify import (DISTILL, FINETUNE, check_compatible, distill, finetune, linear_probe,
@@ -96,17 +97,21 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_supervised(args: argparse.Namespace) -> int:
     data = labelled_data(args.data, args.seed)
-    backbone = args.backbone or ("small_cnn" if data.name == "mnist" else "resnet18")
+    # The backbone and stem defaults of pretraining, resolved in their one place.
+    arch = PretrainConfig(backbone=args.backbone).resolve(image_size=data.image_size, embedded=data.name == "mnist")
+    backbone, cifar_stem = arch.backbone, arch.cifar_stem
     out = Path(args.out) if args.out else None
     labeled, idx = labelled_subset(data, args.label_fraction, args.seed, out)
-    model, acc = supervised_baseline(backbone, data.channels, data.image_size <= 64, data.num_classes, labeled,
+    model, acc = supervised_baseline(backbone, data.channels, cifar_stem, data.num_classes, labeled,
                                      data.test, data.image_size, budget=budget(FINETUNE, args.epochs),
                                      device=pick_device(args.device), seed=args.seed)
     print(f"supervised {backbone} from random init on {len(idx)} labels ({args.label_fraction:g}): test top-1 {acc:.4f}")
     if out is not None:
         meta = {"name": data.name, "channels": data.channels, "image_size": data.image_size,
                 "num_classes": data.num_classes, "classes": list(data.classes)}
-        print(f"classifier: {save_classifier(model, out / 'classifier.pt', backbone=backbone, cifar_stem=data.image_size <= 64, data=meta, label_fraction=args.label_fraction, indices=idx)}")
+        path = save_classifier(model, out / "classifier.pt", backbone=backbone, cifar_stem=cifar_stem, data=meta,
+                               label_fraction=args.label_fraction, indices=idx)
+        print(f"classifier: {path}")
     return 0
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from contrastive.cli import main
 from contrastive.config import PretrainConfig
@@ -109,3 +110,15 @@ def test_checkpoint_of_other_channels_is_refused(mnist_checkpoint, tmp_path, cap
                 Image.new("RGB", (28, 28), (i * 40, 10, 200)).save(d / f"{i}.png")
     assert main(["knn", "--checkpoint", str(mnist_checkpoint), "--data", f"folder:{tmp_path / 'rgb'}"]) == 2
     assert "1-channel" in capsys.readouterr().err
+
+
+def test_supervised_command_trains_the_default_backbone_and_saves_it(tmp_path, capsys):
+    out = tmp_path / "sup"
+    assert main(["supervised", "--label-fraction", "0.01", "--epochs", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "supervised small_cnn from random init on 40 labels" in printed
+    from contrastive.evaluate.export import load_classifier
+
+    model, meta = load_classifier(out / "classifier.pt")
+    assert meta["backbone"] == "small_cnn" and len(meta["indices"]) == 40
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
