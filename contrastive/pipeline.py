@@ -89,6 +89,8 @@ def run_pipeline(cfg: PipelineConfig, data: DataSplits | None = None, log=print)
                                      batch_size=cfg.batch_size, lr=cfg.lr, precision=cfg.precision, device=cfg.device,
                                      seed=cfg.seed, out=str(out / "pretrain")), data=data, log=log)
     timings["pretrain"] = time.time() - t
+    if result.knn_final is not None and result.knn_random_init is not None:
+        log(f"kNN top-1 (k=200): random-init encoder {result.knn_random_init:.4f} -> pretrained {result.knn_final:.4f}")
     pretrained = load_pretrained(list_checkpoints(result.run_dir)[0])
     backbone, student_name = result.config.backbone, cfg.student or result.config.backbone
     size, channels, n_classes = result.config.image_size, data.channels, data.num_classes

@@ -59,6 +59,7 @@ def test_cli_pipeline_quick_on_embedded_digits(tmp_path, capsys):
     assert all(0.0 <= row[c] <= 1.0 for c in ("supervised", "linear", "finetune", "distill"))
     printed = capsys.readouterr().out
     assert f"| 10% | {row['n_labels']} |" in printed
+    assert "kNN top-1 (k=200): random-init encoder" in printed
 
 
 def test_knn_linear_embed_commands(mnist_checkpoint, tmp_path, capsys):
