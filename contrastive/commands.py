@@ -17,7 +17,7 @@ import torch
 from contrastive.config import PretrainConfig
 from contrastive.data import DataSplits, balanced_subset, load_data
 from contrastive.errors import ContrastiveError
-from contrastive.evaluate.classify import (DISTILL, FINETUNE, check_compatible, distill, finetune, linear_probe,
+from contrastive.evaluate.classify import (DISTILL, FINETUNE, SUPERVISED, check_compatible, distill, finetune, linear_probe,
                                            load_pretrained, random_classifier, supervised_baseline)
 from contrastive.evaluate.export import load_classifier, save_classifier
 from contrastive.evaluate.features import extract_features
@@ -103,7 +103,7 @@ def cmd_supervised(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     labeled, idx = labelled_subset(data, args.label_fraction, args.seed, out)
     model, acc = supervised_baseline(backbone, data.channels, cifar_stem, data.num_classes, labeled,
-                                     data.test, data.image_size, budget=budget(FINETUNE, args.epochs),
+                                     data.test, data.image_size, budget=budget(SUPERVISED, args.epochs),
                                      device=pick_device(args.device), seed=args.seed)
     print(f"supervised {backbone} from random init on {len(idx)} labels ({args.label_fraction:g}): test top-1 {acc:.4f}")
     if out is not None:
@@ -169,6 +169,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         cfg.pretrain_epochs = args.epochs
     if args.finetune_epochs is not None:
         cfg.finetune = dataclasses.replace(cfg.finetune, epochs=args.finetune_epochs)
+        cfg.supervised = dataclasses.replace(cfg.supervised, epochs=args.finetune_epochs)
     if args.distill_epochs is not None:
         cfg.distill = dataclasses.replace(cfg.distill, epochs=args.distill_epochs)
     run_pipeline(cfg)

@@ -18,7 +18,7 @@ from contrastive.checkpoint import list_checkpoints
 from contrastive.config import PretrainConfig
 from contrastive.data import DataSplits, balanced_subset, limit_images, load_data
 from contrastive.errors import ContrastiveError
-from contrastive.evaluate.classify import (DISTILL, FINETUNE, Budget, distill, finetune, linear_probe,
+from contrastive.evaluate.classify import (DISTILL, FINETUNE, SUPERVISED, Budget, distill, finetune, linear_probe,
                                            load_pretrained, random_classifier, supervised_baseline)
 from contrastive.device import pick_device
 from contrastive.train import pretrain
@@ -35,6 +35,7 @@ class PipelineConfig:
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)  # SimCLRv2's 1% and 10%, and all labels
     pretrain_epochs: int = 30  # About three minutes of SimCLR on the embedded digits, 2 CPU cores, bf16
     finetune: Budget = FINETUNE
+    supervised: Budget = SUPERVISED  # the same steps as finetune; the lr that suits random init
     distill: Budget = DISTILL
     distill_temperature: float = 1.0
     precision: str = "auto"  # Pretraining precision; bf16 where native roughly doubles CPU throughput
@@ -51,7 +52,8 @@ class PipelineConfig:
     def for_quick(self) -> "PipelineConfig":
         """The --quick smoke version: the whole path, tiny budgets."""
         return dataclasses.replace(
-            self, pretrain_epochs=2, train_limit=1000, finetune=Budget(epochs=2, min_steps=40),
+            self, pretrain_epochs=2, train_limit=1000, finetune=Budget(epochs=2, min_steps=40, lr=0.03),
+            supervised=Budget(epochs=2, min_steps=40),
             distill=Budget(epochs=1, min_steps=0), tsne=False,
         )
 
@@ -105,7 +107,7 @@ def run_pipeline(cfg: PipelineConfig, data: DataSplits | None = None, log=print)
         common = dict(device=device, seed=cfg.seed)
         row = {"n_labels": len(idx)}
         _, row["supervised"] = supervised_baseline(backbone, channels, result.config.cifar_stem, n_classes, labeled,
-                                                   data.test, size, budget=cfg.finetune, **common)
+                                                   data.test, size, budget=cfg.supervised, **common)
         row["linear"] = linear_probe(pretrained.encoder, labeled, data.test, n_classes, size, channels, **common)
         teacher, row["finetune"] = finetune(pretrained, labeled, data.test, n_classes, size, channels,
                                             budget=cfg.finetune, **common)

@@ -28,6 +28,7 @@ def mnist_checkpoint(tmp_path_factory):
 def test_pipeline_quick_writes_results_matching_the_schema(tmp_path, tiny_data):
     cfg = PipelineConfig(out=str(tmp_path / "p"), pretrain_epochs=1, batch_size=16, fractions=(0.25, 1.0),
                          finetune=Budget(epochs=1, min_steps=2, batch_size=16),
+                         supervised=Budget(epochs=1, min_steps=2, batch_size=16),
                          distill=Budget(epochs=1, min_steps=0, batch_size=16), tsne=False)
     results = run_pipeline(cfg, data=tiny_data, log=quiet)
     on_disk = json.loads((tmp_path / "p" / "results.json").read_text())

@@ -63,7 +63,12 @@ class Budget:
         return dataclasses.asdict(self)
 
 
-FINETUNE = Budget()  # fine-tuning and the supervised baseline: the same budget for both
+# Fine-tuning and the supervised baseline get the same steps; each its own best lr. A pretrained
+# network is fine-tuned gently: on the digits at 1% labels (3 label draws, 30-epoch SimCLR
+# encoder) lr 0.03 beat 0.1 every time (0.772/0.853/0.778 against 0.751/0.824/0.701), while
+# from random init 0.1 is best (above).
+SUPERVISED = Budget()
+FINETUNE = Budget(lr=0.03)
 DISTILL = Budget(epochs=10, min_steps=0)  # 10 passes over all training images (4,000 digits: 160 steps)
 PROBE_ITERATIONS = 100  # L-BFGS iterations of the linear probe, each one pass over the cached features
 
@@ -370,7 +375,7 @@ def finetune(pretrained: Pretrained | nn.Module, labeled: ImageSet, test: ImageS
 
 
 def supervised_baseline(backbone: str, channels: int, cifar_stem: bool, num_classes: int, labeled: ImageSet,
-                        test: ImageSet | None, image_size: int, *, budget: Budget = FINETUNE,
+                        test: ImageSet | None, image_size: int, *, budget: Budget = SUPERVISED,
                         device: torch.device | str = "cpu", seed: int = 0, log=None) -> tuple[Classifier, float | None]:
     """The same backbone + linear layer from random init, trained on the same labels with the same budget."""
     model = random_classifier(backbone, channels, cifar_stem, num_classes, seed)
