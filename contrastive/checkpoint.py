@@ -62,7 +62,7 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             raise ContrastiveError(
                 f"refusing to load {path}: it holds pickled Python objects that could run code ({first[:120]}); "
@@ -70,11 +70,16 @@ def load_checkpoint(path: str | Path) -> dict:
             ) from None
         raise ContrastiveError(f"checkpoint {path} is corrupted ({first[:120]}); use an earlier checkpoint") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ContrastiveError(f"checkpoint {path} is truncated or corrupted ({first[:120]}); use an earlier checkpoint") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ContrastiveError(f"{path} is not a contrastive checkpoint (no 'model' and 'config' entries)")
     return ckpt
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

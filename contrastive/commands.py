@@ -21,7 +21,7 @@ from contrastive.evaluate.classify import (DISTILL, FINETUNE, SUPERVISED, check_
                                            load_pretrained, random_classifier, supervised_baseline)
 from contrastive.evaluate.export import load_classifier, save_classifier
 from contrastive.evaluate.features import extract_features
-from contrastive.evaluate.knn import knn_accuracy
+from contrastive.evaluate.knn import encoder_knn_accuracy
 from contrastive.device import pick_device
 
 
@@ -56,10 +56,8 @@ def budget(default, epochs: int | None):
 def cmd_knn(args: argparse.Namespace) -> int:
     pre, data = pretrained_and_data(args)
     device = pick_device(args.device)
-    size = pre.data["image_size"]
-    bank, bank_y = extract_features(pre.encoder.to(device), data.train, size, data.channels, device)
-    query, query_y = extract_features(pre.encoder, data.test, size, data.channels, device)
-    acc = knn_accuracy(bank, bank_y, query, query_y, data.num_classes, args.k, args.temperature)
+    acc = encoder_knn_accuracy(pre.encoder.to(device), data.train, data.test, data.num_classes,
+                               pre.data["image_size"], data.channels, device, args.k, args.temperature)
     print(f"kNN top-1 (k={args.k}, T={args.temperature}) on {data.name} test: {acc:.4f}")
     return 0
 

@@ -32,8 +32,7 @@ from contrastive.config import PretrainConfig
 from contrastive.device import pick_device, resolve_precision
 from contrastive.data import DataSplits, Transformed, limit_images, load_data
 from contrastive.errors import ContrastiveError
-from contrastive.evaluate.features import extract_features
-from contrastive.evaluate.knn import knn_accuracy
+from contrastive.evaluate.knn import encoder_knn_accuracy
 from contrastive.methods import build_method
 from contrastive.optim import build_optimizer, build_scheduler
 
@@ -135,10 +134,8 @@ class MetricsLog:
 def knn_monitor(model: nn.Module, data: DataSplits, cfg: PretrainConfig, device: torch.device) -> float | None:
     if data.test is None or not data.train.has_labels:
         return None
-    train = training_images(data, cfg)
-    bank, bank_y = extract_features(model.encoder, train, cfg.image_size, data.channels, device)
-    query, query_y = extract_features(model.encoder, data.test, cfg.image_size, data.channels, device)
-    return knn_accuracy(bank, bank_y, query, query_y, data.num_classes, cfg.knn_k, cfg.knn_temperature)
+    return encoder_knn_accuracy(model.encoder, training_images(data, cfg), data.test, data.num_classes,
+                                cfg.image_size, data.channels, device, cfg.knn_k, cfg.knn_temperature)
 
 
 def training_images(data: DataSplits, cfg: PretrainConfig):

@@ -33,3 +33,13 @@ def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.T
     """Top-1 accuracy of the weighted kNN classifier, a fraction in [0, 1]."""
     preds = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
     return (preds == query_labels).float().mean().item()
+
+
+def encoder_knn_accuracy(encoder, bank_images, query_images, num_classes: int, image_size: int, channels: int,
+                         device="cpu", k: int = 200, temperature: float = 0.1) -> float:
+    """kNN top-1 of a frozen encoder: `bank_images` (labelled) as the memory bank, `query_images` as queries."""
+    from contrastive.evaluate.features import extract_features
+
+    bank, bank_y = extract_features(encoder, bank_images, image_size, channels, device)
+    query, query_y = extract_features(encoder, query_images, image_size, channels, device)
+    return knn_accuracy(bank, bank_y, query, query_y, num_classes, k, temperature)
