@@ -54,7 +54,7 @@ class PretrainConfig:
 
     # --- optimisation ----------------------------------------------------------------
     epochs: int = 30  # About two minutes of SimCLR on the embedded digits with 2 CPU cores.
-    batch_size: int = 256  # SimCLR CIFAR experiments and the MoCo demo use 256 to 512.
+    batch_size: int = 256  # The global batch (over all torchrun processes); SimCLR CIFAR and the MoCo demo use 256-512.
     optimizer: str = "sgd"
     lr: float | None = None  # Base lr per 256 images; None: BASE_LR[method, optimizer].
     weight_decay: float | None = None  # None: WEIGHT_DECAY[optimizer]; never on BN or bias.
@@ -73,6 +73,12 @@ class PretrainConfig:
     symmetric: bool = False  # MoCo: the paper's loss is asymmetric; True swaps the crops too.
     color_strength: float | None = None  # SimCLR jitter strength s; None: 0.5 for <= 64 px (CIFAR), else 1.0.
 
+    # --- batch norm and many processes (torchrun) ----------------------------------
+    sync_bn: bool = False  # Convert every BatchNorm to SyncBatchNorm under torchrun (SimCLR sec. B.1 "global BN").
+    bn_splits: int | None = None  # None: MoCo 8 on one process (the MoCo CIFAR demo's SplitBatchNorm), else 1.
+    shuffle_bn: bool = True  # MoCo: shuffle the keys' batch across ranks / BN splits (MoCo sec. 3.3).
+    gather: bool = True  # SimCLR: negatives from every rank's batch (the global batch), with exact gradients.
+
     # --- monitoring, i/o -----------------------------------------------------------
     knn_k: int = 200  # Weighted kNN monitor (Wu et al. 2018; MoCo demo): k=200,
     knn_temperature: float = 0.1  # T=0.1, cosine similarity.
@@ -90,7 +96,7 @@ class PretrainConfig:
     # Derived once by resolve(); not set by hand.
     lr_scaled: float | None = field(default=None, metadata={"derived": True})
 
-    def resolve(self, *, image_size: int, embedded: bool) -> "PretrainConfig":
+    def resolve(self, *, image_size: int, embedded: bool, world_size: int = 1) -> "PretrainConfig":
         """Fill every None default from the method, optimizer and data; validate."""
         check_choice("method", self.method, METHODS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -113,6 +119,17 @@ class PretrainConfig:
         c.head_layers = c.head_layers or (3 if m == "simclr" else 2)
         c.ema = c.ema if c.ema is not None else {"moco": 0.99, "byol": 0.996}.get(m)
         c.color_strength = c.color_strength or (0.5 if c.image_size <= 64 else 1.0)
+        if c.bn_splits is None:
+            # MoCo on one process simulates the paper's 8 GPUs with 8 BN groups (MoCo CIFAR demo);
+            # under torchrun each rank's BN is already local, and the keys are shuffled across ranks.
+            c.bn_splits = 8 if m == "moco" and world_size == 1 and c.batch_size % 8 == 0 else 1
+        if c.batch_size % world_size:
+            raise ContrastiveError(f"--batch-size {c.batch_size} is the global batch and must divide evenly over "
+                                   f"{world_size} processes; pass a multiple of {world_size}")
+        local_batch = c.batch_size // world_size
+        if c.bn_splits < 1 or local_batch % c.bn_splits:
+            raise ContrastiveError(f"--bn-splits {c.bn_splits} must be at least 1 and divide the batch of each "
+                                   f"process ({local_batch}); pass a divisor of {local_batch}")
         if c.temperature is not None and c.temperature <= 0:
             raise ContrastiveError(f"--temperature must be positive, got {c.temperature}")
         return c
