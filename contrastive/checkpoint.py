@@ -21,8 +21,9 @@ CHECKPOINT_GLOB = "checkpoint-epoch*.pt"
 KEEP_LAST = 2  # The newest and one before it, so a damaged newest file still leaves one to resume from.
 
 
-def checkpoint_name(epoch: int) -> str:
-    return f"checkpoint-epoch{epoch:04d}.pt"
+def checkpoint_name(epoch: int, step: int | None = None) -> str:
+    """checkpoint-epoch0003.pt after 3 whole epochs; checkpoint-epoch0003-step00000123.pt inside the 4th."""
+    return f"checkpoint-epoch{epoch:04d}.pt" if step is None else f"checkpoint-epoch{epoch:04d}-step{step:08d}.pt"
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
@@ -83,12 +84,14 @@ def first_line(err: BaseException) -> str:
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoints in a run folder, newest (highest epoch) first."""
-    def epoch_of(p: Path) -> int:
-        m = re.search(r"epoch(\d+)", p.name)
-        return int(m.group(1)) if m else -1
+    """Checkpoints in a run folder, newest first (a mid-epoch one after its epoch's start)."""
+    def position(p: Path) -> tuple[int, int, int]:
+        m = re.fullmatch(r"checkpoint-epoch(\d+)(?:-step(\d+))?\.pt", p.name)
+        if not m:
+            return (-1, 0, 0)
+        return (int(m.group(1)), m.group(2) is not None, int(m.group(2) or 0))
 
-    return sorted(Path(run_dir).glob(CHECKPOINT_GLOB), key=epoch_of, reverse=True)
+    return sorted(Path(run_dir).glob(CHECKPOINT_GLOB), key=position, reverse=True)
 
 
 def latest_good_checkpoint(run_dir: str | Path, warn=print) -> tuple[Path, dict] | None:

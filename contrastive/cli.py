@@ -59,6 +59,22 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=D.seed, help="seed of every random choice (data order, augmentations, init)")
     p.add_argument("--out", default=D.out, help="run folder (default runs/<method>-<date-time>)")
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out (or the newest runs/<method>-* folder)")
+    p.add_argument("--checkpoint-every", type=int, default=D.checkpoint_every,
+                   help="also checkpoint every N steps inside an epoch (0: by time and at epoch ends only)")
+    p.add_argument("--checkpoint-minutes", type=float, default=D.checkpoint_minutes,
+                   help="also checkpoint inside an epoch when this many minutes have passed since the last checkpoint (0: off)")
+    p.add_argument("--skip-nonfinite", action="store_true", default=D.skip_nonfinite,
+                   help="skip a step whose loss is NaN/Inf (counted in the log) instead of stopping the run")
+    p.add_argument("--sync-bn", action="store_true", default=D.sync_bn,
+                   help="under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)")
+    p.add_argument("--bn-splits", type=int, default=D.bn_splits,
+                   help="BN over this many groups of each process's batch; default 8 for MoCo on one process "
+                        "(the MoCo CIFAR demo's split BN, simulating 8 GPUs), else 1")
+    p.add_argument("--shuffle-bn", dest="shuffle_bn", action=argparse.BooleanOptionalAction, default=D.shuffle_bn,
+                   help="MoCo: compute keys on a batch shuffled across processes / BN splits, so BN cannot leak "
+                        "which key matches a query (MoCo sec. 3.3)")
+    p.add_argument("--gather", dest="gather", action=argparse.BooleanOptionalAction, default=D.gather,
+                   help="SimCLR under torchrun: negatives from the global batch of every process, with exact gradients")
     p.add_argument("--max-steps", type=int, default=D.max_steps, help="stop after this many steps in total (smoke tests)")
     p.add_argument("--train-limit", type=int, default=D.train_limit, help="use only N training images, drawn at random with a fixed seed (smoke tests)")
 

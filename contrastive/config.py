@@ -90,6 +90,9 @@ class PretrainConfig:
     seed: int = 0
     out: str | None = None  # Run folder; None: runs/<method>-<time>.
     resume: bool = False
+    checkpoint_every: int = 0  # Also checkpoint every N steps inside an epoch (0: only by time and at epoch ends).
+    checkpoint_minutes: float = 10.0  # Also checkpoint inside an epoch when this long has passed since the last one.
+    skip_nonfinite: bool = False  # On a NaN/Inf loss skip the step (counted in the log) instead of stopping.
     max_steps: int | None = None  # Stop after this many steps in total (tests, smoke runs).
     train_limit: int | None = None  # Use only N training images (a fixed random draw; tests, smoke runs).
 

@@ -90,18 +90,28 @@ class ImageSet(torch.utils.data.Dataset):
 
 
 class Transformed(torch.utils.data.Dataset):
-    """Applies `transform` to each image: returns (transform(image), label)."""
+    """Applies `transform` to each image: returns (transform(image), label).
 
-    def __init__(self, base, transform):
+    With `seed`, item i is transformed under torch's RNG seeded from (seed, i), restored
+    afterwards: the views of an image then depend on neither the loader workers nor on
+    which items came before, so a run resumed mid-epoch draws what it would have drawn.
+    """
+
+    def __init__(self, base, transform, seed: int | None = None):
         self.base = base
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, i):
         image, label = self.base[i]
-        return self.transform(image), label
+        if self.seed is None:
+            return self.transform(image), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + int(i))
+            return self.transform(image), label
 
 
 @dataclass

@@ -2,41 +2,44 @@
 
 pretrain(cfg) loads the data, builds backbone + method, and trains with SGD / LARS /
 AdamW under a linear-warmup cosine schedule, in fp32 or bf16 autocast. Each epoch it
-logs a kNN monitor (when the data has labels) and writes an atomic checkpoint holding
-the model, optimizer, scheduler, step, RNG states and the full resolved config.
+logs a kNN monitor (when the data has labels) and writes an atomic checkpoint; inside an
+epoch it also checkpoints every `checkpoint_every` steps or `checkpoint_minutes`, so a
+killed run resumes where it stopped and ends bit for bit where it would have.
+
+Determinism: the data order of an epoch and the augmentation of every batch derive from
+(seed, epoch, batch) alone, and the global RNG is saved in every checkpoint.
 """
 
 from __future__ import annotations
 
-import json
-import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from contrastive import distributed as dist
 from contrastive.augment import method_views
-from contrastive.batch_augment import batch_method_views
 from contrastive.backbones import build_backbone
-from contrastive.checkpoint import (checkpoint_name, latest_good_checkpoint, list_checkpoints, prune_checkpoints,
-                                    save_atomic)
+from contrastive.batch_augment import batch_method_views
+from contrastive.checkpoint import checkpoint_name, latest_good_checkpoint, prune_checkpoints, save_atomic
 from contrastive.config import PretrainConfig
-from contrastive.device import pick_device, resolve_precision
 from contrastive.data import DataSplits, Transformed, limit_images, load_data
+from contrastive.device import pick_device, resolve_precision
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.knn import encoder_knn_accuracy
 from contrastive.methods import build_method
 from contrastive.optim import build_optimizer, build_scheduler
+from contrastive.run_state import (check_resumable, checkpoint_state, new_run_dir, prepare_run_dir, resume_dir,
+                                   seed_everything, set_rng_state, write_config)
+from contrastive.train_log import MetricsLog
 
-CHECKPOINT_FORMAT = 1
+MAX_SKIPS_IN_A_ROW = 20  # --skip-nonfinite gives up after this many bad steps in a row: the weights are gone.
 
 
 @dataclass
@@ -48,6 +51,7 @@ class RunResult:
     steps: int
     seconds: float
     model: nn.Module
+    skipped_steps: int = 0
 
 
 def build_model(cfg: PretrainConfig, channels: int) -> nn.Module:
@@ -56,79 +60,14 @@ def build_model(cfg: PretrainConfig, channels: int) -> nn.Module:
     return build_method(cfg, encoder, feat_dim)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def epoch_seed(cfg: PretrainConfig, epoch: int) -> int:
-    """Every random choice of an epoch (order, augmentations) derives from (seed, epoch):
-    a run resumed at an epoch boundary replays exactly what an uninterrupted run does."""
+    """Every random choice of an epoch (order, augmentations) derives from (seed, epoch)."""
     return cfg.seed * 100_003 + epoch
 
 
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def new_run_dir(cfg: PretrainConfig) -> Path:
-    if cfg.out:
-        return Path(cfg.out)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.method}-{stamp}"
-
-
-def resume_dir(cfg: PretrainConfig) -> Path:
-    """--resume continues --out, or the newest runs/<method>-* folder that holds a checkpoint."""
-    if cfg.out:
-        return Path(cfg.out)
-    candidates = sorted((p for p in Path("runs").glob(f"{cfg.method}-*") if list_checkpoints(p)), reverse=True)
-    if not candidates:
-        raise ContrastiveError(f"--resume found no runs/{cfg.method}-* folder with a checkpoint; pass --out RUN_DIR")
-    return candidates[0]
-
-
-def prepare_run_dir(path: Path, resume: bool) -> Path:
-    if not resume and list_checkpoints(path):
-        raise ContrastiveError(f"run folder {path} already holds checkpoints; pass --resume to continue it or another --out")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ContrastiveError(f"cannot write to run folder {path} ({e.strerror}); choose another --out") from None
-    return path
-
-
-class MetricsLog:
-    """Appends one JSON object a line to RUN_DIR/metrics.jsonl (rank 0 only)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def write(self, **record) -> None:
-        if dist.is_main():
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+def batch_seed(cfg: PretrainConfig, epoch: int, batch: int) -> int:
+    """The augmentation seed of one batch on this process: a resumed run redraws the same views."""
+    return (epoch_seed(cfg, epoch) * 1_000_003 + batch) * 1_009 + dist.rank()
 
 
 def knn_monitor(model: nn.Module, data: DataSplits, cfg: PretrainConfig, device: torch.device) -> float | None:
@@ -152,70 +91,83 @@ def uses_batch_augment(train, cfg: PretrainConfig) -> bool:
     return cfg.augment == "batch"
 
 
-def tensor_batches(train, cfg: PretrainConfig, epoch: int, device: torch.device):
-    """Views for one epoch from in-memory uint8 images: shuffle, slice, move, augment on the device."""
+def epoch_indices(n: int, cfg: PretrainConfig, epoch: int) -> torch.Tensor:
+    """This process's image indices for an epoch, in order: a DistributedSampler (shuffled, drop_last) seeded
+    by the run's seed and set to the epoch. At world size 1 it is a plain seeded permutation."""
+    sampler = DistributedSampler(range(n), num_replicas=dist.world_size(), rank=dist.rank(), shuffle=True,
+                                 seed=epoch_seed(cfg, 0), drop_last=True)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long)
+
+
+def local_batch_size(cfg: PretrainConfig) -> int:
+    return cfg.batch_size // dist.world_size()
+
+
+def tensor_batches(train, cfg: PretrainConfig, epoch: int, device: torch.device, start: int = 0):
+    """Views for one epoch from in-memory uint8 images: slice, move, augment on the device."""
     augs = batch_method_views(cfg.method, cfg.image_size, train.images.shape[1], cfg.color_strength)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch_seed(cfg, epoch)))
-    aug_rng = torch.Generator(device).manual_seed(epoch_seed(cfg, epoch))
-    for b in range(len(train) // cfg.batch_size):  # drop the last partial batch, as the loader does
-        idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+    order, b_size = epoch_indices(len(train), cfg, epoch), local_batch_size(cfg)
+    aug_rng = torch.Generator(device)
+    for b in range(start, len(order) // b_size):  # drop the last partial batch, as the loader does
+        idx = order[b * b_size:(b + 1) * b_size]
         images = train.images[idx].to(device, non_blocking=True)  # uint8 (B, C, H, W)
+        aug_rng.manual_seed(batch_seed(cfg, epoch, b))
         yield [aug(images, aug_rng) for aug in augs]
 
 
-def loader_batches(train, cfg: PretrainConfig, epoch: int, device: torch.device):
+def loader_batches(train, cfg: PretrainConfig, epoch: int, device: torch.device, start: int = 0):
     """Views for one epoch through a DataLoader and per-image torchvision v2 transforms."""
     views = method_views(cfg.method, cfg.image_size, train.channels, cfg.color_strength)
-    generator = torch.Generator().manual_seed(epoch_seed(cfg, epoch))
-    loader = DataLoader(Transformed(train, views), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.num_workers, generator=generator, pin_memory=device.type == "cuda")
+    order, b_size = epoch_indices(len(train), cfg, epoch), local_batch_size(cfg)
+    order = order[start * b_size:(len(order) // b_size) * b_size].tolist()
+    loader = DataLoader(Transformed(train, views, seed=epoch_seed(cfg, epoch)), batch_size=b_size, sampler=order,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     for views, _ in loader:
         yield [v.to(device, non_blocking=True) for v in views]
 
 
-def epoch_batches(data: DataSplits, cfg: PretrainConfig, epoch: int, device: torch.device):
+def epoch_batches(data: DataSplits, cfg: PretrainConfig, epoch: int, device: torch.device, start: int = 0):
     train = training_images(data, cfg)
     if uses_batch_augment(train, cfg):
-        return tensor_batches(train, cfg, epoch, device)
-    return loader_batches(train, cfg, epoch, device)
+        return tensor_batches(train, cfg, epoch, device, start)
+    return loader_batches(train, cfg, epoch, device, start)
 
 
-def checkpoint_state(model, optimizer, scheduler, cfg: PretrainConfig, data: DataSplits, epoch: int, step: int,
-                     history: dict) -> dict:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "config": cfg.to_dict(),
-        "data": {"name": data.name, "channels": data.channels, "image_size": cfg.image_size,
-                 "num_classes": data.num_classes, "classes": list(data.classes)},
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": epoch,  # epochs completed
-        "step": step,
-        "rng": rng_state(),
-        "history": history,
-    }
+def nonfinite_message(loss: torch.Tensor, step: int, epoch: int, run_dir: Path, skipped: bool) -> str:
+    what = f"loss became {loss.item()} at step {step} (epoch {epoch + 1})"
+    if skipped:
+        return (f"{what} {MAX_SKIPS_IN_A_ROW} steps in a row with --skip-nonfinite; the weights have diverged. "
+                f"The last good checkpoint is kept in {run_dir}; resume it with a lower --lr or --precision fp32")
+    return (f"{what}; the last good checkpoint is kept in {run_dir}; lower --lr, use --precision fp32, "
+            f"or pass --skip-nonfinite to skip such steps")
 
 
-def check_compatible(ckpt: dict, cfg: PretrainConfig, path: Path) -> None:
-    saved = ckpt["config"]
-    for key in ("method", "backbone"):
-        if saved.get(key) != getattr(cfg, key):
-            raise ContrastiveError(
-                f"checkpoint {path} was trained with {key} '{saved.get(key)}', not '{getattr(cfg, key)}'; "
-                f"pass --{key} {saved.get(key)} or start a new run with another --out"
-            )
+class Checkpointer:
+    """Decides when to write a checkpoint inside an epoch (every N steps or every M minutes)."""
+
+    def __init__(self, cfg: PretrainConfig):
+        self.every, self.seconds = cfg.checkpoint_every, cfg.checkpoint_minutes * 60
+        self.last = time.time()
+
+    def due(self, step: int) -> bool:
+        by_steps = self.every > 0 and step % self.every == 0
+        return by_steps or (self.seconds > 0 and time.time() - self.last >= self.seconds)
+
+    def saved(self) -> None:
+        self.last = time.time()
 
 
 def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> RunResult:
     """Train `cfg.method` without labels; returns the run folder, kNN before and after, and the model."""
     data = data or load_data(cfg.data, seed=cfg.seed)
-    cfg = cfg.resolve(image_size=data.image_size, embedded=data.name == "mnist")
+    cfg = cfg.resolve(image_size=data.image_size, embedded=data.name == "mnist", world_size=dist.world_size())
     device = pick_device(cfg.device)
     cfg.precision = resolve_precision(cfg.precision, device)
-    run_dir = prepare_run_dir(resume_dir(cfg) if cfg.resume else new_run_dir(cfg), cfg.resume)
+    run_dir = prepare_run_dir(resume_dir(cfg) if cfg.resume else new_run_dir(cfg), cfg.resume, dist.is_main())
     cfg.out = str(run_dir)
     seed_everything(cfg.seed)
+    log = log if dist.is_main() else (lambda *_: None)
 
     model = build_model(cfg, data.channels).to(device)
     optimizer = build_optimizer(cfg.optimizer, model, cfg.lr_scaled, cfg.weight_decay, cfg.momentum)
@@ -224,88 +176,122 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
         raise ContrastiveError(
             f"the training set has {n_train} images, fewer than --batch-size {cfg.batch_size}; lower --batch-size"
         )
-    steps_per_epoch = n_train // cfg.batch_size
+    steps_per_epoch = (n_train // dist.world_size()) // local_batch_size(cfg)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     scheduler = build_scheduler(optimizer, total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=dist.is_main())
 
-    start_epoch, step, history = 0, 0, {"knn": {}}
+    start_epoch, start_batch, step, history = 0, 0, 0, {"knn": {}}
+    stats = {"loss_sum": 0.0, "batches": 0, "seen": 0, "seconds": 0.0}
+    skipped_total = 0
     if cfg.resume:
         found = latest_good_checkpoint(run_dir, warn=log)
         if found is None:
             raise ContrastiveError(f"--resume: no readable checkpoint in {run_dir}; start a new run without --resume")
         path, ckpt = found
-        check_compatible(ckpt, cfg, path)
+        check_resumable(ckpt, cfg, path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+        start_batch = ckpt.get("batch", 0)
+        stats = ckpt.get("epoch_stats") or stats
+        skipped_total = history.get("skipped_steps", 0)
         set_rng_state(ckpt["rng"])
-        log(f"resuming {run_dir} from {path.name} (epoch {start_epoch}, step {step})")
+        where = f"epoch {start_epoch}" + (f" + {start_batch} batches" if start_batch else "")
+        log(f"resuming {run_dir} from {path.name} ({where}, step {step})")
     else:
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        if dist.is_main():
+            write_config(run_dir, cfg)
         knn0 = knn_monitor(model, data, cfg, device)
         if knn0 is not None:
             history["knn"]["0"] = knn0
             metrics.write(epoch=0, step=0, knn_top1=knn0)
 
-    log(f"{cfg.method} | {cfg.backbone} | data {data.name}: {n_train} images | batch {cfg.batch_size} | "
-        f"lr {cfg.lr_scaled:.4g} ({cfg.lr} x {cfg.batch_size}/256) | {cfg.epochs} epochs | {device} {cfg.precision}")
+    log(f"{cfg.method} | {cfg.backbone} | data {data.name}: {n_train} images | global batch {cfg.batch_size} "
+        f"({dist.world_size()} x {local_batch_size(cfg)}) | lr {cfg.lr_scaled:.4g} ({cfg.lr} x {cfg.batch_size}/256) | "
+        f"{cfg.epochs} epochs | {device} {cfg.precision}")
     log(f"run folder: {run_dir}")
     use_bf16 = cfg.precision == "bf16"
     start = time.time()
+    checkpointer = Checkpointer(cfg)
+
+    def save(epoch_done: int, batch: int) -> None:
+        if dist.is_main():
+            history["skipped_steps"] = skipped_total
+            save_atomic(checkpoint_state(model, optimizer, scheduler, cfg, data, epoch=epoch_done, batch=batch,
+                                         step=step, history=history, epoch_stats=stats),
+                        run_dir / checkpoint_name(epoch_done, step if batch else None))
+            prune_checkpoints(run_dir)
+        checkpointer.saved()
+
+    epoch, in_a_row = start_epoch, 0
     for epoch in range(start_epoch, cfg.epochs):
         if step >= total_steps:
             break
-        torch.manual_seed(epoch_seed(cfg, epoch))
+        first = start_batch if epoch == start_epoch else 0
+        if first == 0:
+            torch.manual_seed(epoch_seed(cfg, epoch))
+            stats = {"loss_sum": 0.0, "batches": 0, "seen": 0, "seconds": 0.0}
         model.train()
-        bar = tqdm(epoch_batches(data, cfg, epoch, device), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   leave=False, disable=None, file=sys.stderr)
-        t0, seen, running, batches = time.time(), 0, 0.0, 0
-        for views in bar:
+        bar = tqdm(epoch_batches(data, cfg, epoch, device, first), initial=first, total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None if dist.is_main() else True,
+                   file=sys.stderr)
+        t0, seen0 = time.time(), stats["seen"]
+        for batch, views in enumerate(bar, start=first):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss, extra = model(views)
-            if not torch.isfinite(loss):
-                raise ContrastiveError(
-                    f"loss became {loss.item()} at step {step} (epoch {epoch + 1}); the last good checkpoint is kept "
-                    f"in {run_dir}; lower --lr or use --precision fp32"
-                )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if hasattr(model, "update_target"):
-                model.update_target(step / max(1, total_steps))
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                optimizer.step()
+                if hasattr(model, "update_target"):
+                    model.update_target(step / max(1, total_steps))
+                in_a_row = 0
+            elif cfg.skip_nonfinite and in_a_row + 1 < MAX_SKIPS_IN_A_ROW:
+                skipped_total, in_a_row = skipped_total + 1, in_a_row + 1
+                log(f"warning: skipped step {step} (epoch {epoch + 1}): loss {loss.item()}; {skipped_total} skipped so far")
+            else:
+                raise ContrastiveError(nonfinite_message(loss, step, epoch, run_dir, cfg.skip_nonfinite))
             lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
+            with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
             step += 1
-            seen += views[0].shape[0]
+            stats["seen"] += views[0].shape[0]
             loss_value = loss.item()
-            running += loss_value
-            batches += 1
-            rate = seen / max(time.time() - t0, 1e-9)
+            if finite:
+                stats["loss_sum"] += loss_value
+                stats["batches"] += 1
+            rate = (stats["seen"] - seen0) / max(time.time() - t0, 1e-9)
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
             if step % cfg.log_every == 0:
-                metrics.write(epoch=epoch + 1, step=step, loss=loss_value, lr=lr, images_per_s=rate, **extra)
+                metrics.write(epoch=epoch + 1, step=step, loss=loss_value, lr=lr, images_per_s=rate,
+                              skipped_steps=skipped_total, **extra)
             if step >= total_steps:
                 break
+            if batch + 1 < steps_per_epoch and checkpointer.due(step):
+                stats["seconds"] += time.time() - t0
+                t0, seen0 = time.time(), stats["seen"]
+                save(epoch, batch + 1)
         bar.close()
+        stats["seconds"] += time.time() - t0
         knn = knn_monitor(model, data, cfg, device) if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0 else None
-        epoch_loss = running / max(1, batches)
+        epoch_loss = stats["loss_sum"] / max(1, stats["batches"])
         if knn is not None:
             history["knn"][str(epoch + 1)] = knn
-        metrics.write(epoch=epoch + 1, step=step, epoch_loss=epoch_loss, knn_top1=knn,
-                      epoch_seconds=time.time() - t0, images_per_s=seen / max(time.time() - t0, 1e-9))
-        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {epoch_loss:.4f}  "
-            + (f"kNN top-1 {knn:.4f}  " if knn is not None else "") + f"{seen / (time.time() - t0):.0f} img/s")
-        if dist.is_main():
-            save_atomic(checkpoint_state(model, optimizer, scheduler, cfg, data, epoch + 1, step, history),
-                        run_dir / checkpoint_name(epoch + 1))
-            prune_checkpoints(run_dir)
+        speed = stats["seen"] / max(stats["seconds"], 1e-9)
+        metrics.write(epoch=epoch + 1, step=step, epoch_loss=epoch_loss, knn_top1=knn, epoch_seconds=stats["seconds"],
+                      images_per_s=speed, skipped_steps=skipped_total)
+        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {epoch_loss:.4f}  " + (f"kNN top-1 {knn:.4f}  " if knn is not None else "")
+            + f"{speed:.0f} img/s" + (f"  ({skipped_total} steps skipped)" if skipped_total else ""))
+        save(epoch + 1, 0)
 
     last = str(epoch + 1) if cfg.epochs > start_epoch else str(start_epoch)
     knn_final = history["knn"].get(last)
     if knn_final is None:
         knn_final = knn_monitor(model, data, cfg, device)
-    return RunResult(run_dir, cfg, history["knn"].get("0"), knn_final, step, time.time() - start, model)
+    return RunResult(run_dir, cfg, history["knn"].get("0"), knn_final, step, time.time() - start, model, skipped_total)

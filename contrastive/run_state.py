@@ -1,0 +1,123 @@
+"""What a run leaves on disk and reads back: its folder, checkpoints' contents, RNG state.
+
+A checkpoint holds everything needed to continue bit for bit: model (with MoCo's queue
+and pointer, BYOL's target and tau, as buffers), optimizer, scheduler, the step, the
+position inside the epoch, every RNG state and the full resolved config.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from contrastive.checkpoint import list_checkpoints
+from contrastive.config import PretrainConfig
+from contrastive.errors import ContrastiveError
+
+CHECKPOINT_FORMAT = 2  # 2: adds "batch" (position inside the epoch) and "epoch_stats".
+
+# Config fields a resumed run must share with its checkpoint: they shape the weights.
+SHAPE_FIELDS = ("method", "backbone", "cifar_stem", "proj_dim", "proj_hidden", "head_layers", "pred_hidden",
+                "queue_size")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def new_run_dir(cfg: PretrainConfig) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.method}-{stamp}"
+
+
+def resume_dir(cfg: PretrainConfig) -> Path:
+    """--resume continues --out, or the newest runs/<method>-* folder that holds a checkpoint."""
+    if cfg.out:
+        return Path(cfg.out)
+    candidates = sorted((p for p in Path("runs").glob(f"{cfg.method}-*") if list_checkpoints(p)), reverse=True)
+    if not candidates:
+        raise ContrastiveError(f"--resume found no runs/{cfg.method}-* folder with a checkpoint; pass --out RUN_DIR")
+    return candidates[0]
+
+
+def prepare_run_dir(path: Path, resume: bool, writer: bool = True) -> Path:
+    """Refuse to overwrite a run; check the folder is writable (only the writing process creates it)."""
+    if not resume and list_checkpoints(path):
+        raise ContrastiveError(f"run folder {path} already holds checkpoints; pass --resume to continue it or another --out")
+    if not writer:
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ContrastiveError(f"cannot write to run folder {path} ({e.strerror}); choose another --out") from None
+    return path
+
+
+def write_config(run_dir: Path, cfg: PretrainConfig) -> None:
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+
+def checkpoint_state(model, optimizer, scheduler, cfg: PretrainConfig, data, *, epoch: int, batch: int, step: int,
+                     history: dict, epoch_stats: dict) -> dict:
+    """epoch = epochs completed; batch = batches of epoch `epoch + 1` already done (0 at an epoch boundary)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "config": cfg.to_dict(),
+        "data": {"name": data.name, "channels": data.channels, "image_size": cfg.image_size,
+                 "num_classes": data.num_classes, "classes": list(data.classes)},
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "batch": batch,
+        "step": step,
+        "rng": rng_state(),
+        "history": history,
+        "epoch_stats": epoch_stats,
+    }
+
+
+def check_resumable(ckpt: dict, cfg: PretrainConfig, path: Path) -> None:
+    """The checkpoint must come from the same method and network shape as the run resuming it."""
+    saved = ckpt["config"]
+    for key in SHAPE_FIELDS:
+        if key in saved and saved.get(key) != getattr(cfg, key):
+            value, flag = saved.get(key), key.replace("_", "-")
+            fix = (f"--{flag}" if value else f"--no-{flag}") if isinstance(value, bool) else f"--{flag} {value}"
+            raise ContrastiveError(
+                f"checkpoint {path} was trained with {key} '{value}', not '{getattr(cfg, key)}'; "
+                f"pass {fix} or start a new run with another --out"
+            )
