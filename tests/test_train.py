@@ -137,8 +137,14 @@ def test_cli_pretrain_end_to_end_on_embedded_digits(tmp_path, capsys):
     (["pretrain", "--data", "folder:/no/such/dir"], "/no/such/dir"),
     (["pretrain", "--backbone", "vgg99", "--max-steps", "1"], "unknown backbone 'vgg99'"),
     (["pretrain", "--epochs", "0"], "--epochs must be at least 1"),
+    (["pretrain", "--method", "moco", "--bn-splits", "3"], "--bn-splits 3 must be at least 1 and divide"),
+    (["pretrain", "--train-limit", "100"], "100 images, fewer than --batch-size 256; lower --batch-size"),
+    (["pretrain", "--data", "folder:EMPTY"], "EMPTY"),
 ])
 def test_cli_user_errors_are_one_line(argv, message, capsys, tmp_path):
+    (tmp_path / "EMPTY").mkdir()
+    argv = [a.replace("EMPTY", str(tmp_path / "EMPTY")) for a in argv]
+    message = message.replace("EMPTY", str(tmp_path / "EMPTY"))
     assert main(argv + ["--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
@@ -149,3 +155,16 @@ def test_cli_unknown_method_is_rejected(capsys):
         main(["pretrain", "--method", "swav"])
     assert exc.value.code == 2
     assert "invalid choice: 'swav'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("augment", ["batch", "per-image"])
+def test_images_smaller_than_the_crop_are_upsampled(tmp_path, augment, capsys):
+    from PIL import Image
+
+    for i in range(8):
+        Image.new("RGB", (8, 8), (30 * i, 60, 90)).save(tmp_path / f"img{i}.png")
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", f"folder:{tmp_path}", "--image-size", "24", "--backbone", "small_cnn",
+                 "--batch-size", "4", "--epochs", "1", "--augment", augment, "--out", str(out)]) == 0
+    ckpt = load_checkpoint(out / "checkpoint-epoch0001.pt")
+    assert ckpt["data"]["image_size"] == 24 and ckpt["step"] == 2
