@@ -1,6 +1,7 @@
 """SimCLR, MoCo and BYOL modules: a few CPU steps on a tiny backbone and a fixed batch."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -150,3 +151,38 @@ def test_moco_refuses_batch_larger_than_queue():
     model = MoCo(enc, d, 16, 8, queue_size=8)
     with pytest.raises(ValueError, match="queue"):
         model(fixed_views(n=16))
+
+
+def test_build_method_passes_the_batch_norm_and_gather_settings():
+    from contrastive.config import PretrainConfig
+    from contrastive.methods import build_method
+    from contrastive.norm import SplitBatchNorm2d
+
+    def split_layers(module):
+        return [m.splits for m in module.modules() if isinstance(m, SplitBatchNorm2d)]
+
+    moco_cfg = PretrainConfig(method="moco", batch_size=32, shuffle_bn=False).resolve(image_size=12, embedded=True)
+    moco = build_method(moco_cfg, *tiny_encoder())
+    assert moco.bn_splits == 8 and not moco.shuffle_bn  # the config's default for MoCo on one process
+    assert split_layers(moco.encoder) == [8] * 4 and split_layers(moco.key_encoder) == [8] * 4
+    one = build_method(dataclasses.replace(moco_cfg, bn_splits=1), *tiny_encoder())
+    assert split_layers(one.encoder) == [] and one.shuffle_bn is False
+    simclr_cfg = PretrainConfig(method="simclr", gather=False).resolve(image_size=12, embedded=True)
+    assert build_method(simclr_cfg, *tiny_encoder()).gather is False
+    assert build_method(dataclasses.replace(simclr_cfg, gather=True), *tiny_encoder()).gather is True
+
+
+def test_moco_with_bn_splits_steps_and_its_encoder_loads_into_a_plain_backbone():
+    from contrastive.backbones import small_cnn
+
+    enc, d = tiny_encoder()
+    model = MoCo(enc, d, 16, 8, temperature=0.2, queue_size=40, momentum=0.9, bn_splits=4)
+    before = copy.deepcopy(model.encoder.state_dict())
+    losses = train_steps(model, fixed_views(), 5)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert not torch.equal(before["0.weight"], model.encoder.state_dict()["0.weight"])
+    assert not torch.equal(before["1.running_mean"], model.encoder.state_dict()["1.running_mean"])
+    plain, _ = small_cnn(1, width=4)
+    plain.load_state_dict(model.encoder.state_dict())  # strict: the same keys as plain BN
+    x = fixed_views()[0]
+    torch.testing.assert_close(plain.eval()(x), model.encoder.eval()(x))

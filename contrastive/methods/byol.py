@@ -4,6 +4,9 @@ Online network: encoder -> projector -> predictor. Target network: an EMA copy o
 encoder and projector, no predictor, no gradients. Loss: 2 - 2 cos(p, z), symmetrised
 by swapping the views (eq. 2 and L + L~). The EMA rate goes from tau_base to 1 on a
 cosine schedule over training (sec. 3.3).
+
+Nothing here changes under torchrun: DDP keeps the online weights equal on every rank,
+so the EMA target's weights stay equal too. The paper's global BN is --sync-bn.
 """
 
 from __future__ import annotations

@@ -9,6 +9,15 @@ queue as it was, then the new keys are enqueued. Here the momentum update is cal
 the training loop right after the optimizer step (`update_target`), which is the same
 sequence: the official code's update at the start of step t+1 and ours at the end of
 step t both come between the optimizer step of t and the keys of t+1.
+
+Batch norm (MoCo sec. 3.3, "shuffling BN"): with BN computed per GPU, a query and its
+key would share batch statistics, a shortcut to find the positive. The keys' batch is
+therefore shuffled across ranks (`distributed.shuffle_across_ranks`) before the key
+encoder and put back in order after. On one process, `bn_splits` > 1 turns every
+BatchNorm2d of both encoders into SplitBatchNorm2d (the MoCo CIFAR demo's simulation of
+8 GPUs) and the shuffle mixes the split groups. Under torchrun the keys of every rank
+are gathered and enqueued in rank order, so every rank holds the same queue; the loss
+of each rank is over its own queries, and DDP's average makes it the global mean.
 """
 
 from __future__ import annotations
@@ -17,23 +26,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contrastive import distributed as dist
 from contrastive.heads import moco_head
 from contrastive.losses import info_nce
 from contrastive.momentum import ema_update, frozen_copy
+from contrastive.norm import convert_split_bn
 
 
 class MoCo(nn.Module):
     def __init__(self, encoder: nn.Module, feat_dim: int, proj_hidden: int, proj_dim: int = 128,
                  head_layers: int = 2, temperature: float = 0.2, queue_size: int = 4096,
-                 momentum: float = 0.99, symmetric: bool = False):
+                 momentum: float = 0.99, symmetric: bool = False, bn_splits: int = 1, shuffle_bn: bool = True):
         super().__init__()
-        self.encoder = encoder
+        self.encoder = convert_split_bn(encoder, bn_splits)  # in place; the key encoder is a copy of it
         self.projector = moco_head(feat_dim, proj_hidden, proj_dim, head_layers)
         self.key_encoder = frozen_copy(self.encoder)
         self.key_projector = frozen_copy(self.projector)
         self.temperature = temperature
         self.momentum = momentum
         self.symmetric = symmetric
+        self.bn_splits = bn_splits
+        self.shuffle_bn = shuffle_bn
         # The dictionary: K normalised keys (K, D), filled at random as in the official code.
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
@@ -43,6 +56,14 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def key(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, C, H, W) -> (n, D) normalised keys, row i for image i, from a shuffled batch when
+        shuffling can change the key encoder's batch statistics (several ranks or BN splits)."""
+        if not (self.shuffle_bn and (dist.world_size() > 1 or self.bn_splits > 1)):
+            return self._encode_key(x)
+        x, unshuffle = dist.shuffle_across_ranks(x)
+        return unshuffle(self._encode_key(x))
+
+    def _encode_key(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.key_projector(self.key_encoder(x)).float(), dim=1)
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
@@ -56,7 +77,7 @@ class MoCo(nn.Module):
             k1 = self.key(x1)
             loss = loss + info_nce(self.query(x2), k1, queue, self.temperature)
             keys = torch.cat([k1, k2])
-        self.enqueue(keys)
+        self.enqueue(dist.gather(keys))  # (world * keys, D), rank 0's keys first
         return loss, {}
 
     @torch.no_grad()
@@ -64,7 +85,8 @@ class MoCo(nn.Module):
         """Replace the oldest len(keys) entries (FIFO), wrapping around the end of the queue."""
         size = self.queue.shape[0]
         if keys.shape[0] > size:
-            raise ValueError(f"MoCo: {keys.shape[0]} keys per step do not fit a queue of {size}; raise --queue-size")
+            raise ValueError(f"MoCo: {keys.shape[0]} keys per step (over all processes) do not fit a queue of "
+                             f"{size}; raise --queue-size")
         idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
         self.queue[idx] = keys.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)

@@ -1,0 +1,436 @@
+"""Multi-process training on the CPU: two gloo processes per test, compared with one process.
+
+Each `_job_*` function runs on both ranks inside a process group (`run_two_ranks`) and
+returns tensors, which the test compares with a single-process reference computed here.
+Jobs live at module level so that spawned processes can import them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from contrastive import distributed as dist
+from contrastive.backbones import small_cnn
+from contrastive.heads import mlp
+from contrastive.methods import BYOL, MoCo, SimCLR
+from contrastive.norm import SplitBatchNorm2d, convert_split_bn, convert_sync_bn
+
+WORLD = 2
+CPU = torch.device("cpu")
+
+
+# --- running a job on two processes ------------------------------------------------
+
+
+def _worker(rank: int, init_file: str, job, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        torch.save(job(), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.cleanup()
+
+
+def run_two_ranks(job, tmp_path) -> list:
+    """job() on ranks 0 and 1 of a gloo group; the two return values, in rank order."""
+    mp.start_processes(_worker, args=(str(tmp_path / "rendezvous"), job, str(tmp_path)), nprocs=WORLD,
+                       join=True, start_method="spawn")
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def _images(n: int, seed: int, size: int = 8) -> list[torch.Tensor]:
+    """Two views (n, 1, size, size) of n random images."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, size, size, generator=g)
+    return [x + 0.1 * torch.randn(x.shape, generator=g), x + 0.1 * torch.randn(x.shape, generator=g)]
+
+
+# --- SimCLR: gathered negatives give the single-process gradient -------------------
+
+N_SIMCLR = 8  # global batch; 4 per rank
+
+
+def _simclr_model() -> SimCLR:
+    """A float64 SimCLR without BN (PyTorch's SyncBatchNorm does not train on the CPU)."""
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
+    model = SimCLR(encoder, 16, 16, 8, head_layers=2, temperature=0.5)
+    model.projector = mlp(16, 16, 8, 2, batch_norm=False)
+    return model.double()
+
+
+class _GatherSliceOnly(torch.autograd.Function):
+    """The wrong backward: this rank's rows of the gradient, without summing over ranks."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.n = x.shape[0]
+        return dist.gather(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad[dist.rank() * ctx.n:(dist.rank() + 1) * ctx.n]
+
+
+def _simclr_step(model: SimCLR) -> tuple[torch.Tensor, dict]:
+    views = [v.double()[dist.shard(N_SIMCLR)] for v in _images(N_SIMCLR, seed=1)]
+    ddp = dist.data_parallel(model, CPU)  # kept alive until after backward: its reducer averages the gradients
+    loss, _ = ddp(views)
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def _job_simclr():
+    loss, grads = _simclr_step(_simclr_model())
+    exact = dist.gather_with_grad
+    dist.gather_with_grad = _GatherSliceOnly.apply
+    try:
+        _, naive_grads = _simclr_step(_simclr_model())
+    finally:
+        dist.gather_with_grad = exact
+    return {"loss": loss, "grads": grads, "naive_grads": naive_grads}
+
+
+def test_simclr_gathered_loss_and_gradients_equal_one_process_on_the_global_batch(tmp_path):
+    results = run_two_ranks(_job_simclr, tmp_path)
+    model = _simclr_model()
+    loss, _ = model([v.double() for v in _images(N_SIMCLR, seed=1)])
+    loss.backward()
+    for r in results:
+        torch.testing.assert_close(r["loss"], loss.detach(), rtol=0, atol=1e-9)
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(r["grads"][name], p.grad, rtol=1e-9, atol=1e-9, msg=name)
+            # without the SUM over ranks every gradient is 1/world of the right one
+            torch.testing.assert_close(r["naive_grads"][name], p.grad / WORLD, rtol=1e-9, atol=1e-9, msg=name)
+    assert any(p.grad.abs().max() > 1e-3 for p in model.parameters())  # the comparison above is not of zeros
+
+
+# --- MoCo: shuffled keys, one queue for all ranks ----------------------------------
+
+N_MOCO = 8  # global batch; 4 per rank
+
+
+def _moco_model(bn: bool) -> MoCo:
+    torch.manual_seed(0)
+    if bn:
+        encoder, d = small_cnn(1, width=4)
+    else:  # a per-sample key function: the keys cannot depend on the shuffle
+        encoder, d = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU()), 16
+    return MoCo(encoder, d, 16, 8, queue_size=20, momentum=0.9, shuffle_bn=True)
+
+
+def _moco_step(bn: bool) -> dict:
+    model = _moco_model(bn)
+    key_inputs = []
+    model.key_encoder.register_forward_pre_hook(lambda module, args: key_inputs.append(args[0].clone()))
+    ddp = dist.data_parallel(model, CPU)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    views = [v[dist.shard(N_MOCO)] for v in _images(N_MOCO, seed=2)]
+    loss, _ = ddp(views)
+    loss.backward()
+    opt.step()
+    model.update_target(0.0)
+    return {"queue": model.queue.clone(), "ptr": model.queue_ptr.clone(), "key_input": key_inputs[0],
+            "key_params": [p.clone() for p in model.key_encoder.parameters()]}
+
+
+def _job_moco_bn():
+    return _moco_step(bn=True)
+
+
+def _job_moco_per_sample():
+    return _moco_step(bn=False)
+
+
+def _rows_of(rows: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    """Index into `batch` of each row of `rows` (every row occurs in the batch exactly)."""
+    same = (rows[:, None] == batch[None]).flatten(2).all(dim=2)  # (len(rows), len(batch))
+    assert (same.sum(dim=1) == 1).all()
+    return same.int().argmax(dim=1)
+
+
+def test_moco_queue_holds_every_ranks_keys_in_rank_order(tmp_path):
+    results = run_two_ranks(_job_moco_per_sample, tmp_path)
+    model = _moco_model(bn=False)
+    x2 = _images(N_MOCO, seed=2)[1]
+    with torch.no_grad():
+        expected = model._encode_key(x2)  # (8, 8): rank 0's 4 keys, then rank 1's 4
+    for r in results:
+        torch.testing.assert_close(r["queue"][:N_MOCO], expected)
+        torch.testing.assert_close(r["queue"][N_MOCO:], model.queue[N_MOCO:])  # the rest untouched
+        assert int(r["ptr"]) == N_MOCO
+    assert torch.equal(results[0]["queue"], results[1]["queue"])
+
+
+def test_moco_keys_come_from_a_batch_shuffled_across_ranks_and_go_back_in_order(tmp_path):
+    results = run_two_ranks(_job_moco_bn, tmp_path)
+    x2 = _images(N_MOCO, seed=2)[1]
+    assert torch.equal(results[0]["queue"], results[1]["queue"])
+    for a, b in zip(results[0]["key_params"], results[1]["key_params"]):
+        assert torch.equal(a, b)
+    # Each rank's key encoder saw a mix of both ranks' images (the BN shortcut is broken) ...
+    where = [_rows_of(r["key_input"], x2) for r in results]  # global index of each row it saw
+    assert torch.equal(torch.cat(where).sort().values, torch.arange(N_MOCO))
+    assert all(((w < N_MOCO // 2).any() and (w >= N_MOCO // 2).any()) for w in where)
+    # ... and the queue holds each image's key in the original order: redo each rank's
+    # key computation (BN over the shuffled local batch) and put the rows back by hand.
+    model = _moco_model(bn=True)
+    with torch.no_grad():
+        shuffled_keys = torch.cat([model._encode_key(r["key_input"]) for r in results])  # (8, 8)
+    expected = torch.empty_like(shuffled_keys)
+    expected[torch.cat(where)] = shuffled_keys
+    torch.testing.assert_close(results[0]["queue"][:N_MOCO], expected)
+    # and this order is not what a key encoder on the unshuffled local batches gives
+    with torch.no_grad():
+        unshuffled = torch.cat([model._encode_key(x2[:4]), model._encode_key(x2[4:])])
+    assert not torch.allclose(expected, unshuffled, atol=1e-4)
+
+
+def _job_shuffle():
+    n = 8
+    x = torch.arange(dist.rank() * n, (dist.rank() + 1) * n, dtype=torch.float64)  # global indices
+    local, unshuffle = dist.shuffle_across_ranks(x, generator=torch.Generator().manual_seed(3))
+    per_sample = torch.stack([2 * local + 1, local ** 2], dim=1)  # (n, 2), row by row
+    return {"x": x, "local": local, "back": unshuffle(local), "per_sample_back": unshuffle(per_sample)}
+
+
+def test_shuffle_across_ranks_deals_a_mix_and_unshuffle_restores_order(tmp_path):
+    results = run_two_ranks(_job_shuffle, tmp_path)
+    dealt = torch.cat([r["local"] for r in results])
+    assert torch.equal(dealt.sort().values, torch.arange(16, dtype=torch.float64))  # one permutation for all
+    for r in results:
+        assert (r["local"] < 8).any() and (r["local"] >= 8).any()  # a mix of both ranks
+        assert torch.equal(r["back"], r["x"])
+        assert torch.equal(r["per_sample_back"], torch.stack([2 * r["x"] + 1, r["x"] ** 2], dim=1))
+
+
+# --- BYOL: the EMA target stays the same on every rank -----------------------------
+
+
+def _byol_model() -> BYOL:
+    torch.manual_seed(0)
+    encoder, d = small_cnn(1, width=4)
+    return BYOL(encoder, d, proj_hidden=16, proj_dim=8, pred_hidden=16, base_ema=0.9)
+
+
+def _job_byol():
+    model = _byol_model()
+    ddp = dist.data_parallel(model, CPU)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    for step in range(3):
+        views = _images(4, seed=10 * step + dist.rank())  # different images on each rank
+        loss, _ = ddp(views)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.update_target(step / 3)
+    targets = list(model.target_encoder.parameters()) + list(model.target_projector.parameters())
+    return {"target": [p.clone() for p in targets], "online": [p.clone() for p in model.parameters()]}
+
+
+def test_byol_target_weights_identical_across_ranks_after_ddp_steps(tmp_path):
+    results = run_two_ranks(_job_byol, tmp_path)
+    for a, b in zip(results[0]["target"], results[1]["target"]):
+        assert torch.equal(a, b)
+    for a, b in zip(results[0]["online"], results[1]["online"]):
+        assert torch.equal(a, b)
+    init = _byol_model()
+    init_targets = list(init.target_encoder.parameters()) + list(init.target_projector.parameters())
+    assert any(not torch.allclose(a, b) for a, b in zip(results[0]["target"], init_targets))  # it moved
+
+
+# --- the collectives ---------------------------------------------------------------
+
+
+def _job_collectives():
+    r = dist.rank()
+    uneven = torch.arange(3 if r == 0 else 5).double()[:, None].repeat(1, 2) + 100 * r  # (3 or 5, 2)
+    data = torch.arange(7.0)[:, None] * torch.ones(1, 3)  # the same 7 items on both ranks
+    x = torch.full((2, 3), float(r + 1), requires_grad=True)
+    weights = torch.arange(12.0).view(4, 3)  # the same on both ranks
+    (dist.gather_with_grad(x) * weights).sum().backward()
+    sent = torch.full((3,), float(r))
+    bn = nn.BatchNorm1d(2)
+    bn.running_mean.fill_(r + 1.0)
+    dist.sync_buffers(bn)
+    return {
+        "all_true": (dist.all_true(True), dist.all_true(r == 0), dist.all_true(False)),
+        "synced": bn.running_mean,
+        "uneven": dist.gather_uneven(uneven),
+        "sharded": dist.gather_uneven(data[dist.shard(7)]),
+        "shard": (dist.shard(7).start, dist.shard(7).stop),
+        "gather": dist.gather(torch.tensor([r, r])),
+        "bf16": dist.gather(torch.full((2,), r + 0.5, dtype=torch.bfloat16)),
+        "mean": dist.all_reduce_mean(torch.tensor([float(r), 4.0])),
+        "broadcast": dist.broadcast(sent, src=1),
+        "grad": x.grad,
+    }
+
+
+def test_collectives_on_two_ranks(tmp_path):
+    results = run_two_ranks(_job_collectives, tmp_path)
+    expected_uneven = torch.cat([torch.arange(3).double()[:, None].repeat(1, 2),
+                                 torch.arange(5).double()[:, None].repeat(1, 2) + 100])
+    assert [r["shard"] for r in results] == [(0, 4), (4, 7)]
+    for r in results:
+        assert torch.equal(r["uneven"], expected_uneven)
+        assert torch.equal(r["sharded"], torch.arange(7.0)[:, None] * torch.ones(1, 3))
+        assert torch.equal(r["gather"], torch.tensor([0, 0, 1, 1]))
+        assert torch.equal(r["bf16"], torch.tensor([0.5, 0.5, 1.5, 1.5], dtype=torch.bfloat16))
+        assert torch.equal(r["mean"], torch.tensor([0.5, 4.0]))
+        assert torch.equal(r["broadcast"], torch.ones(3))
+        assert r["all_true"] == (True, False, False)
+        assert torch.equal(r["synced"], torch.ones(2))  # rank 0's statistics
+    # every rank's loss sum(y * w) reaches rank r's x through rows 2r, 2r+1 of w: the SUM doubles it
+    weights = torch.arange(12.0).view(4, 3)
+    for rank, r in enumerate(results):
+        assert torch.equal(r["grad"], WORLD * weights[2 * rank:2 * rank + 2])
+
+
+def _env_worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    device = dist.init_from_env()
+    seen = {"device": str(device), "rank": dist.rank(), "world": dist.world_size(), "main": dist.is_main()}
+    dist.barrier()
+    dist.cleanup()
+    seen["after_cleanup"] = dist.is_initialized()
+    torch.save(seen, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_init_from_env_joins_the_group_torchrun_describes(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_env_worker, args=(port, str(tmp_path)), nprocs=WORLD, join=True, start_method="spawn")
+    seen = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    expected_device = "cuda:{}" if torch.cuda.is_available() else "cpu"
+    assert seen == [{"device": expected_device.format(r), "rank": r, "world": WORLD, "main": r == 0,
+                     "after_cleanup": False} for r in range(WORLD)]
+
+
+# --- one process: everything is an identity ----------------------------------------
+
+
+def test_one_process_fallbacks_are_identities(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert dist.init_from_env() is None and not dist.is_initialized()
+    assert (dist.rank(), dist.world_size(), dist.is_main()) == (0, 1, True)
+    x = torch.randn(5, 3, requires_grad=True)
+    y = dist.gather_with_grad(x)
+    (y * 2).sum().backward()
+    assert torch.equal(y, x) and torch.equal(x.grad, torch.full((5, 3), 2.0))
+    assert torch.equal(dist.gather(x), x) and torch.equal(dist.gather_uneven(x), x)
+    mean = dist.all_reduce_mean(x)
+    assert torch.equal(mean, x) and not mean.requires_grad
+    assert torch.equal(dist.broadcast(x.detach().clone()), x)
+    assert dist.shard(7) == slice(0, 7)
+    assert dist.all_true(True) and not dist.all_true(False)
+    bn = nn.BatchNorm1d(2)
+    dist.sync_buffers(bn)
+    assert dist.data_parallel(bn, CPU) is bn
+    dist.barrier()
+    dist.cleanup()
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    assert convert_sync_bn(model, "cpu") is model and isinstance(model[1], nn.BatchNorm2d)
+
+
+def test_one_process_shuffle_permutes_and_unshuffle_restores():
+    x = torch.arange(16.0)
+    local, unshuffle = dist.shuffle_across_ranks(x, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(local, x) and torch.equal(local.sort().values, x)
+    assert torch.equal(unshuffle(local), x)
+    assert torch.equal(unshuffle(local[:, None] * torch.ones(1, 4)), x[:, None] * torch.ones(1, 4))
+
+
+# --- SplitBatchNorm: several GPUs' BN simulated on one process ---------------------
+
+
+def _trained_bn(momentum=0.1) -> nn.BatchNorm2d:
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3, momentum=momentum)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    return bn
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_split_bn_trains_as_plain_bn_on_each_group(momentum):
+    bn = _trained_bn(momentum)
+    split = convert_split_bn(copy.deepcopy(bn), 4)
+    assert isinstance(split, SplitBatchNorm2d) and split.splits == 4
+    x = (torch.randn(12, 3, 5, 5) * 3 + 1).requires_grad_(True)
+    out = split(x)
+    out.backward(torch.arange(out.numel(), dtype=out.dtype).view_as(out).sin())
+    groups = [copy.deepcopy(bn) for _ in range(4)]
+    xs = [x.detach()[3 * g:3 * g + 3].clone().requires_grad_(True) for g in range(4)]
+    ref = torch.cat([b(xg) for b, xg in zip(groups, xs)])
+    ref.backward(torch.arange(ref.numel(), dtype=ref.dtype).view_as(ref).sin())
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(x.grad, torch.cat([xg.grad for xg in xs]))
+    torch.testing.assert_close(split.weight.grad, sum(b.weight.grad for b in groups))
+    torch.testing.assert_close(split.running_mean, torch.stack([b.running_mean for b in groups]).mean(0))
+    torch.testing.assert_close(split.running_var, torch.stack([b.running_var for b in groups]).mean(0))
+    assert int(split.num_batches_tracked) == 1
+    # and it differs from one BN over the whole batch
+    assert not torch.allclose(out, copy.deepcopy(bn)(x.detach()), atol=1e-3)
+
+
+def test_split_bn_evaluates_as_plain_bn_and_rejects_uneven_batches():
+    bn = _trained_bn()
+    split = convert_split_bn(copy.deepcopy(bn), 4)
+    x = torch.randn(6, 3, 4, 4)
+    torch.testing.assert_close(split.eval()(x), bn.eval()(x))  # 6 is no multiple of 4: fine in eval
+    with pytest.raises(ValueError, match="split"):
+        split.train()(x)
+
+
+def test_split_bn_state_dict_loads_into_a_plain_backbone():
+    torch.manual_seed(0)
+    encoder, _ = small_cnn(1, width=4)
+    encoder(torch.randn(8, 1, 12, 12))  # move the running statistics off their defaults
+    converted = convert_split_bn(copy.deepcopy(encoder), 2)
+    assert sum(isinstance(m, SplitBatchNorm2d) for m in converted.modules()) == 4
+    assert not any(type(m) is nn.BatchNorm2d for m in converted.modules())
+    converted(torch.randn(8, 1, 12, 12))  # a split training step changes the statistics
+    plain, _ = small_cnn(1, width=4)
+    assert plain.state_dict().keys() == converted.state_dict().keys()
+    plain.load_state_dict(converted.state_dict())  # strict
+    x = torch.randn(5, 1, 12, 12)
+    torch.testing.assert_close(plain.eval()(x), converted.eval()(x))
+
+
+def test_moco_bn_splits_converts_both_encoders_and_shuffles_the_key_batch():
+    torch.manual_seed(0)
+    encoder, d = small_cnn(1, width=4)
+    plain = copy.deepcopy(encoder)
+    model = MoCo(encoder, d, 16, 8, queue_size=32, bn_splits=2)
+    for net in (model.encoder, model.key_encoder):
+        assert sum(isinstance(m, SplitBatchNorm2d) and m.splits == 2 for m in net.modules()) == 4
+    x = _images(8, seed=4, size=12)[1]
+    torch.manual_seed(7)
+    perm = torch.randperm(8)  # the permutation the key batch will be dealt in
+    torch.manual_seed(7)
+    keys = model.key(x)
+    # expected: a plain-BN key network on each half of the shuffled batch, then the original order
+    ref = MoCo(plain, d, 16, 8, queue_size=32)
+    ref.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        shuffled = torch.cat([ref._encode_key(x[perm[:4]]), ref._encode_key(x[perm[4:]])])
+    expected = torch.empty_like(shuffled)
+    expected[perm] = shuffled
+    torch.testing.assert_close(keys, expected)
+    with torch.no_grad():
+        in_order = torch.cat([ref._encode_key(x[:4]), ref._encode_key(x[4:])])
+    assert not torch.allclose(keys, in_order, atol=1e-4)
