@@ -87,7 +87,11 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from contrastive.train import pretrain
 
+    from contrastive import distributed
+
     result = pretrain(config_from_args(args))
+    if not distributed.is_main():
+        return 0
     print(f"run folder: {result.run_dir}")
     if result.knn_final is not None:
         before = f"{result.knn_random_init:.4f}" if result.knn_random_init is not None else "n/a"
@@ -205,8 +209,11 @@ def user_message(err: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from contrastive import distributed
+
     args = build_parser().parse_args(argv)
     try:
+        distributed.init_from_env()  # under torchrun: join the process group (no-op otherwise)
         return args.func(args)
     except ContrastiveError as e:
         print(f"error: {user_message(e)}", file=sys.stderr)
@@ -214,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint in the run folder is intact (continue with --resume)", file=sys.stderr)
         return 130
+    finally:
+        distributed.cleanup()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ is batch_size // world_size, the same everywhere).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -56,8 +57,22 @@ def init_from_env() -> torch.device | None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", store=attempt_store(),
+                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
     return device
+
+
+def attempt_store() -> dist.Store:
+    """The rendezvous store of this attempt: torchrun's store, under a prefix naming the restart.
+
+    After `torchrun --max-restarts` brings the workers back, the store still holds the
+    addresses the dead attempt published; without a fresh prefix, gloo reads them and
+    connects to ports nobody listens on any more.
+    """
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+                          is_master=not agent_store and int(os.environ["RANK"]) == 0)
+    return dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def cleanup() -> None:
@@ -88,7 +103,9 @@ def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
         return model
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    with warnings.catch_warnings():  # torch >= 2.14 renames the flag; the old name works on every supported torch
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
 def _collective_device() -> torch.device:

@@ -12,6 +12,7 @@ Determinism: the data order of an epoch and the augmentation of every batch deri
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -27,13 +28,15 @@ from contrastive import distributed as dist
 from contrastive.augment import method_views
 from contrastive.backbones import build_backbone
 from contrastive.batch_augment import batch_method_views
-from contrastive.checkpoint import checkpoint_name, latest_good_checkpoint, prune_checkpoints, save_atomic
+from contrastive.checkpoint import (checkpoint_name, latest_good_checkpoint, list_checkpoints, prune_checkpoints,
+                                    save_atomic)
 from contrastive.config import PretrainConfig
 from contrastive.data import DataSplits, Transformed, limit_images, load_data
 from contrastive.device import pick_device, resolve_precision
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.knn import encoder_knn_accuracy
 from contrastive.methods import build_method
+from contrastive.norm import convert_sync_bn
 from contrastive.optim import build_optimizer, build_scheduler
 from contrastive.run_state import (check_resumable, checkpoint_state, new_run_dir, prepare_run_dir, resume_dir,
                                    seed_everything, set_rng_state, write_config)
@@ -134,6 +137,16 @@ def epoch_batches(data: DataSplits, cfg: PretrainConfig, epoch: int, device: tor
     return loader_batches(train, cfg, epoch, device, start)
 
 
+def restarted_with_checkpoints(cfg: PretrainConfig) -> bool:
+    """torchrun --max-restarts restarted the workers (a process died): continue from the last checkpoint."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:
+        return False
+    try:
+        return bool(list_checkpoints(resume_dir(cfg)))
+    except ContrastiveError:
+        return False
+
+
 def nonfinite_message(loss: torch.Tensor, step: int, epoch: int, run_dir: Path, skipped: bool) -> str:
     what = f"loss became {loss.item()} at step {step} (epoch {epoch + 1})"
     if skipped:
@@ -160,16 +173,21 @@ class Checkpointer:
 
 def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> RunResult:
     """Train `cfg.method` without labels; returns the run folder, kNN before and after, and the model."""
+    process_device = dist.init_from_env()  # under torchrun: join the group; this process's GPU (or the CPU)
     data = data or load_data(cfg.data, seed=cfg.seed)
     cfg = cfg.resolve(image_size=data.image_size, embedded=data.name == "mnist", world_size=dist.world_size())
-    device = pick_device(cfg.device)
+    device = process_device or pick_device(cfg.device)
     cfg.precision = resolve_precision(cfg.precision, device)
+    cfg.resume = cfg.resume or restarted_with_checkpoints(cfg)
     run_dir = prepare_run_dir(resume_dir(cfg) if cfg.resume else new_run_dir(cfg), cfg.resume, dist.is_main())
     cfg.out = str(run_dir)
     seed_everything(cfg.seed)
     log = log if dist.is_main() else (lambda *_: None)
 
     model = build_model(cfg, data.channels).to(device)
+    if cfg.sync_bn and dist.world_size() > 1:
+        model = convert_sync_bn(model, device)
+    forward = dist.data_parallel(model, device)  # DDP under torchrun (gradients averaged), else the model itself
     optimizer = build_optimizer(cfg.optimizer, model, cfg.lr_scaled, cfg.weight_decay, cfg.momentum)
     n_train = len(training_images(data, cfg))
     if n_train < cfg.batch_size:
@@ -213,6 +231,11 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
     log(f"{cfg.method} | {cfg.backbone} | data {data.name}: {n_train} images | global batch {cfg.batch_size} "
         f"({dist.world_size()} x {local_batch_size(cfg)}) | lr {cfg.lr_scaled:.4g} ({cfg.lr} x {cfg.batch_size}/256) | "
         f"{cfg.epochs} epochs | {device} {cfg.precision}")
+    if dist.world_size() > 1:
+        log(f"{dist.world_size()} processes: lr scaled by the global batch; BN over "
+            + ("the global batch (SyncBN)" if cfg.sync_bn else f"each process's batch of {local_batch_size(cfg)}")
+            + ("; MoCo keys on a batch shuffled across processes" if cfg.method == "moco" and cfg.shuffle_bn else "")
+            + ("; SimCLR negatives from the global batch" if cfg.method == "simclr" and cfg.gather else ""))
     log(f"run folder: {run_dir}")
     use_bf16 = cfg.precision == "bf16"
     start = time.time()
@@ -242,9 +265,9 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
         t0, seen0 = time.time(), stats["seen"]
         for batch, views in enumerate(bar, start=first):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss, extra = model(views)
+                loss, extra = forward(views)
             optimizer.zero_grad(set_to_none=True)
-            finite = bool(torch.isfinite(loss))
+            finite = dist.all_true(bool(torch.isfinite(loss)))  # every process skips or steps together
             if finite:
                 loss.backward()
                 optimizer.step()
@@ -256,6 +279,7 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
                 log(f"warning: skipped step {step} (epoch {epoch + 1}): loss {loss.item()}; {skipped_total} skipped so far")
             else:
                 raise ContrastiveError(nonfinite_message(loss, step, epoch, run_dir, cfg.skip_nonfinite))
+            loss = dist.all_reduce_mean(loss)  # what is logged: the loss over the global batch
             lr = optimizer.param_groups[0]["lr"]
             with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order
                 warnings.simplefilter("ignore", UserWarning)
@@ -279,6 +303,7 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
                 save(epoch, batch + 1)
         bar.close()
         stats["seconds"] += time.time() - t0
+        dist.sync_buffers(model)  # BN statistics of rank 0 everywhere: one model for kNN and the checkpoint
         knn = knn_monitor(model, data, cfg, device) if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0 else None
         epoch_loss = stats["loss_sum"] / max(1, stats["batches"])
         if knn is not None:

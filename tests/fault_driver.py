@@ -5,6 +5,10 @@
 --kill-at-step K: SIGKILL right after the K-th optimizer step (mid-epoch, nothing flushed).
 --kill-in-save N: SIGKILL during the N-th checkpoint write, after the temporary file is
 written and before it is renamed into place.
+
+Under torchrun (python -m torch.distributed.run ... tests/fault_driver.py ...) the kill
+happens only on the first attempt and, with --kill-rank R, only on rank R, so
+`--max-restarts` brings the run back.
 """
 
 import os
@@ -58,12 +62,18 @@ def kill_in_save(n: int) -> None:
     checkpoint.os.replace = replace
 
 
+def should_kill(argv: list[str]) -> bool:
+    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return False
+    return "--kill-rank" not in argv or os.environ.get("RANK", "0") == argv[argv.index("--kill-rank") + 1]
+
+
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     out, method, epochs = argv[0], argv[1], int(argv[2])
-    if "--kill-at-step" in argv:
+    if "--kill-at-step" in argv and should_kill(argv):
         kill_after_steps(int(argv[argv.index("--kill-at-step") + 1]))
-    if "--kill-in-save" in argv:
+    if "--kill-in-save" in argv and should_kill(argv):
         kill_in_save(int(argv[argv.index("--kill-in-save") + 1]))
     cfg = config(out, method, epochs, "--resume" in argv, "--per-image" in argv)
     train.pretrain(cfg, data=make_splits(), log=lambda *_: None)
