@@ -54,6 +54,8 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", choices=AUGMENT_MODES, default=D.augment,
                    help="auto: augment whole batches as tensors (on the GPU when there is one) when the images fit in "
                         "memory, else per image with torchvision v2; the distributions are the same")
+    p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction,
+                   default=D.channels_last, help="train in the channels-last memory layout (faster convolutions on CPU and GPU)")
     p.add_argument("--num-workers", type=int, default=D.num_workers, help="data-loader processes (0: augment in the training process)")
     p.add_argument("--device", default=D.device, help="auto (cuda when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int, default=D.seed, help="seed of every random choice (data order, augmentations, init)")
@@ -184,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", default=None, help="distillation student backbone (default: the same as --backbone)")
     p.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the pipeline's, sized for 10 minutes on 2 CPU cores)")
     p.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning / supervised epochs over the labelled subset")
+    p.add_argument("--min-steps", type=int, default=None,
+                   help="fine-tuning / supervised steps at least (default 200: a few labels are one batch an epoch)")
     p.add_argument("--distill-epochs", type=int, default=None, help="distillation epochs over all training images")
     p.add_argument("--batch-size", type=int, default=256, help="pretraining batch size")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="pretraining precision (auto: bf16 where native)")

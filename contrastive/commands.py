@@ -170,5 +170,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         cfg.supervised = dataclasses.replace(cfg.supervised, epochs=args.finetune_epochs)
     if args.distill_epochs is not None:
         cfg.distill = dataclasses.replace(cfg.distill, epochs=args.distill_epochs)
+    if args.min_steps is not None:
+        cfg.finetune = dataclasses.replace(cfg.finetune, min_steps=args.min_steps)
+        cfg.supervised = dataclasses.replace(cfg.supervised, min_steps=args.min_steps)
     run_pipeline(cfg)
     return 0

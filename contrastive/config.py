@@ -84,6 +84,9 @@ class PretrainConfig:
     knn_temperature: float = 0.1  # T=0.1, cosine similarity.
     knn_every: int = 1  # Epochs between kNN evaluations (0: only at the end).
     log_every: int = 10  # Steps between metric lines in metrics.jsonl.
+    # Channels-last activations: on this 2-core AMX CPU a SimCLR ResNet-18 step went 27.3 -> 36.1 pairs/s
+    # (bf16; benchmarks/lightly_compare.py profile); the same layout suits cuDNN's tensor cores.
+    channels_last: bool = True
     augment: str = "auto"  # auto: whole batches as tensors when the images fit in memory, else per image.
     num_workers: int = 0  # Loader processes for the per-image path; 0 augments in the training process.
     device: str = "auto"  # auto: cuda when available, else cpu.

@@ -116,7 +116,7 @@ def tensor_batches(train, cfg: PretrainConfig, epoch: int, device: torch.device,
         idx = order[b * b_size:(b + 1) * b_size]
         images = train.images[idx].to(device, non_blocking=True)  # uint8 (B, C, H, W)
         aug_rng.manual_seed(batch_seed(cfg, epoch, b))
-        yield [aug(images, aug_rng) for aug in augs]
+        yield [in_layout(aug(images, aug_rng), cfg) for aug in augs]
 
 
 def loader_batches(train, cfg: PretrainConfig, epoch: int, device: torch.device, start: int = 0):
@@ -127,7 +127,12 @@ def loader_batches(train, cfg: PretrainConfig, epoch: int, device: torch.device,
     loader = DataLoader(Transformed(train, views, seed=epoch_seed(cfg, epoch)), batch_size=b_size, sampler=order,
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     for views, _ in loader:
-        yield [v.to(device, non_blocking=True) for v in views]
+        yield [in_layout(v.to(device, non_blocking=True), cfg) for v in views]
+
+
+def in_layout(x: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
+    """The views in the memory layout of the model (channels-last by default)."""
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
 def epoch_batches(data: DataSplits, cfg: PretrainConfig, epoch: int, device: torch.device, start: int = 0):
@@ -185,6 +190,8 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
     log = log if dist.is_main() else (lambda *_: None)
 
     model = build_model(cfg, data.channels).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if cfg.sync_bn and dist.world_size() > 1:
         model = convert_sync_bn(model, device)
     forward = dist.data_parallel(model, device)  # DDP under torchrun (gradients averaged), else the model itself
