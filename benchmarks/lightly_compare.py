@@ -843,7 +843,7 @@ def profile_ours(method: str, data, args) -> tuple[str, dict, list]:
     torch.manual_seed(0)
     model = build_model(cfg, 3).train()
     optimizer = build_optimizer(cfg.optimizer, model, cfg.lr_scaled, cfg.weight_decay, cfg.momentum)
-    batches = epoch_batches(data, cfg, 0, CPU)
+    batches = epoch_batches(data.train, cfg, 0, CPU)
     total = args.steps + 1
 
     def after(s):

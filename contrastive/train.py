@@ -73,10 +73,11 @@ def batch_seed(cfg: PretrainConfig, epoch: int, batch: int) -> int:
     return (epoch_seed(cfg, epoch) * 1_000_003 + batch) * 1_009 + dist.rank()
 
 
-def knn_monitor(model: nn.Module, data: DataSplits, cfg: PretrainConfig, device: torch.device) -> float | None:
-    if data.test is None or not data.train.has_labels:
+def knn_monitor(model: nn.Module, train, data: DataSplits, cfg: PretrainConfig, device: torch.device) -> float | None:
+    """kNN top-1 with the run's training images (`train`, after --train-limit) as the bank."""
+    if data.test is None or not train.has_labels:
         return None
-    return encoder_knn_accuracy(model.encoder, training_images(data, cfg), data.test, data.num_classes,
+    return encoder_knn_accuracy(model.encoder, train, data.test, data.num_classes,
                                 cfg.image_size, data.channels, device, cfg.knn_k, cfg.knn_temperature)
 
 
@@ -135,8 +136,8 @@ def in_layout(x: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
-def epoch_batches(data: DataSplits, cfg: PretrainConfig, epoch: int, device: torch.device, start: int = 0):
-    train = training_images(data, cfg)
+def epoch_batches(train, cfg: PretrainConfig, epoch: int, device: torch.device, start: int = 0):
+    """Views for one epoch of the run's training images, from batch `start` on."""
     if uses_batch_augment(train, cfg):
         return tensor_batches(train, cfg, epoch, device, start)
     return loader_batches(train, cfg, epoch, device, start)
@@ -159,6 +160,11 @@ def nonfinite_message(loss: torch.Tensor, step: int, epoch: int, run_dir: Path, 
                 f"The last good checkpoint is kept in {run_dir}; resume it with a lower --lr or --precision fp32")
     return (f"{what}; the last good checkpoint is kept in {run_dir}; lower --lr, use --precision fp32, "
             f"or pass --skip-nonfinite to skip such steps")
+
+
+def new_epoch_stats() -> dict:
+    """What the epoch line reports, accumulated over the epoch (and saved with a mid-epoch checkpoint)."""
+    return {"loss_sum": 0.0, "batches": 0, "seen": 0, "seconds": 0.0}
 
 
 class Checkpointer:
@@ -196,7 +202,8 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
         model = convert_sync_bn(model, device)
     forward = dist.data_parallel(model, device)  # DDP under torchrun (gradients averaged), else the model itself
     optimizer = build_optimizer(cfg.optimizer, model, cfg.lr_scaled, cfg.weight_decay, cfg.momentum)
-    n_train = len(training_images(data, cfg))
+    train = training_images(data, cfg)  # drawn once: --train-limit copies the images it keeps
+    n_train = len(train)
     if n_train < cfg.batch_size:
         raise ContrastiveError(
             f"the training set has {n_train} images, fewer than --batch-size {cfg.batch_size}; lower --batch-size"
@@ -209,7 +216,7 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=dist.is_main())
 
     start_epoch, start_batch, step, history = 0, 0, 0, {"knn": {}}
-    stats = {"loss_sum": 0.0, "batches": 0, "seen": 0, "seconds": 0.0}
+    stats = new_epoch_stats()
     skipped_total = 0
     if cfg.resume:
         found = latest_good_checkpoint(run_dir, warn=log)
@@ -230,7 +237,7 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
     else:
         if dist.is_main():
             write_config(run_dir, cfg)
-        knn0 = knn_monitor(model, data, cfg, device)
+        knn0 = knn_monitor(model, train, data, cfg, device)
         if knn0 is not None:
             history["knn"]["0"] = knn0
             metrics.write(epoch=0, step=0, knn_top1=knn0)
@@ -264,9 +271,9 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
         first = start_batch if epoch == start_epoch else 0
         if first == 0:
             torch.manual_seed(epoch_seed(cfg, epoch))
-            stats = {"loss_sum": 0.0, "batches": 0, "seen": 0, "seconds": 0.0}
+            stats = new_epoch_stats()
         model.train()
-        bar = tqdm(epoch_batches(data, cfg, epoch, device, first), initial=first, total=steps_per_epoch,
+        bar = tqdm(epoch_batches(train, cfg, epoch, device, first), initial=first, total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None if dist.is_main() else True,
                    file=sys.stderr)
         t0, seen0 = time.time(), stats["seen"]
@@ -311,7 +318,7 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
         bar.close()
         stats["seconds"] += time.time() - t0
         dist.sync_buffers(model)  # BN statistics of rank 0 everywhere: one model for kNN and the checkpoint
-        knn = knn_monitor(model, data, cfg, device) if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0 else None
+        knn = knn_monitor(model, train, data, cfg, device) if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0 else None
         epoch_loss = stats["loss_sum"] / max(1, stats["batches"])
         if knn is not None:
             history["knn"][str(epoch + 1)] = knn
@@ -325,5 +332,5 @@ def pretrain(cfg: PretrainConfig, data: DataSplits | None = None, log=print) -> 
     last = str(epoch + 1) if cfg.epochs > start_epoch else str(start_epoch)
     knn_final = history["knn"].get(last)
     if knn_final is None:
-        knn_final = knn_monitor(model, data, cfg, device)
+        knn_final = knn_monitor(model, train, data, cfg, device)
     return RunResult(run_dir, cfg, history["knn"].get("0"), knn_final, step, time.time() - start, model, skipped_total)

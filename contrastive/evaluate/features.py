@@ -31,14 +31,14 @@ def extract_features(encoder: nn.Module, images: ImageSet, image_size: int, chan
         feats.append(encoder(x.to(device, non_blocking=True)).float())
         labels.append(torch.as_tensor(y, device=device))
     encoder.train(was_training)
-    out_dim = feats[0].shape[1] if feats else encoder_width(encoder, mine, image_size, channels, device)
+    out_dim = feats[0].shape[1] if feats else encoder_width(encoder, image_size, channels, device)
     feats = torch.cat(feats) if feats else torch.empty(0, out_dim, device=device)
     labels = torch.cat(labels).long() if labels else torch.empty(0, dtype=torch.long, device=device)
     return dist.gather_uneven(feats).cpu(), dist.gather_uneven(labels).cpu()
 
 
 @torch.no_grad()
-def encoder_width(encoder: nn.Module, images: ImageSet, image_size: int, channels: int, device) -> int:
+def encoder_width(encoder: nn.Module, image_size: int, channels: int, device) -> int:
     """Feature width of the encoder (for a process whose share of a tiny dataset is empty)."""
     was_training = encoder.training
     encoder.eval()
