@@ -23,6 +23,7 @@
 #                             costs 1.1-2.3 GFLOP a pair, ~1/4 of the CIFAR stem), 7 kNN evaluations (~1 min each)
 #   quality-time     ~2 h     3 methods x 2 libraries x MINUTES (15) + calibration (~3 min a method) + 8 kNN
 #                             evaluations of the CIFAR-stem network (~3.5 min each)
+# Measured 2026-11-28: quality-epochs 83 min (Intel Xeon); quality-time with MINUTES=10 71 min (AMD EPYC).
 # In all about 5 h.
 set -euo pipefail
 cd "$(dirname "$0")/.."
