@@ -7,6 +7,7 @@ read from that dataclass, so they live in one place (contrastive/config.py).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from contrastive.config import AUGMENT_MODES, METHODS, OPTIMIZERS, PRECISIONS, PretrainConfig
@@ -216,17 +217,27 @@ def main(argv: list[str] | None = None) -> int:
     from contrastive import distributed
 
     args = build_parser().parse_args(argv)
+    grouped = False
     try:
-        distributed.init_from_env()  # under torchrun: join the process group (no-op otherwise)
-        return args.func(args)
+        grouped = distributed.init_from_env() is not None  # under torchrun: join the process group
+        code = args.func(args)
     except ContrastiveError as e:
         print(f"error: {user_message(e)}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint in the run folder is intact (continue with --resume)", file=sys.stderr)
-        return 130
+        code = 130
     finally:
         distributed.cleanup()
+    if grouped:
+        # A torchrun worker ends here, without the interpreter's finalization: there, gloo's
+        # teardown sometimes aborted a rank (SIGABRT, "terminate called without an active
+        # exception") after the group was destroyed and the run was saved, and torchrun
+        # counted the finished run as failed (tests/test_torchrun.py restart test, 2 of 3).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -77,6 +77,13 @@ def main(argv: list[str]) -> None:
         kill_in_save(int(argv[argv.index("--kill-in-save") + 1]))
     cfg = config(out, method, epochs, "--resume" in argv, "--per-image" in argv)
     train.pretrain(cfg, data=make_splits(), log=lambda *_: None)
+    # End as the CLI ends a torchrun worker (contrastive/cli.py main): leave the group, then
+    # skip the interpreter's finalization, where gloo's teardown sometimes aborted a finished rank.
+    from contrastive import distributed
+
+    distributed.cleanup()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
