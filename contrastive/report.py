@@ -1,4 +1,4 @@
-"""The pipeline's report: report.md with the results table and matplotlib plots beside it."""
+"""The pipeline's report: the results table, report.md and the matplotlib plots beside it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,19 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+COLUMNS = ("supervised", "linear", "finetune", "distill")
 COLORS = {"supervised": "tab:gray", "linear": "tab:blue", "finetune": "tab:orange", "distill": "tab:green"}
+
+
+def format_table(results: dict) -> str:
+    """The results as a Markdown table (printed at the end of the run and put in the report)."""
+    head = "| labels | n | " + " | ".join(COLUMNS) + " | gain of pretraining |"
+    lines = [head, "|" + " --- |" * (len(COLUMNS) + 3)]
+    for key, row in results["label_fractions"].items():
+        best = max(row["finetune"], row["distill"])
+        lines.append(f"| {float(key):.0%} | {row['n_labels']} | "
+                     + " | ".join(f"{row[c]:.4f}" for c in COLUMNS) + f" | {best - row['supervised']:+.4f} |")
+    return "\n".join(lines)
 
 
 def plot_fractions(results: dict, path: Path) -> None:
@@ -77,17 +89,15 @@ def plot_tsne(features: torch.Tensor, labels: torch.Tensor, classes: list[str], 
     plt.close(fig)
 
 
-def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, image_size: int, device,
-                 timings: dict, knn_random_init: float | None = None) -> Path:
-    from contrastive.pipeline import format_table
-
+def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, reader, device, timings: dict,
+                 knn_random_init: float | None = None, knn_k: int = 200, knn_temperature: float = 0.1) -> Path:
     plot_fractions(results, out / "accuracy_vs_labels.png")
     plot_training(pretrain_dir / "metrics.jsonl", out / "pretraining.png")
     images = ["accuracy_vs_labels.png", "pretraining.png"]
     if encoder is not None:
         from contrastive.evaluate.features import extract_features
 
-        feats, labels = extract_features(encoder, data.test, image_size, data.channels, device)
+        feats, labels = extract_features(encoder, data.test, reader, device)
         plot_tsne(feats, labels, data.classes, out / "tsne.png")
         images.append("tsne.png")
     knn0 = f" (random-init encoder: {knn_random_init:.4f})" if knn_random_init is not None else ""
@@ -95,7 +105,7 @@ def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, im
         f"# {results['method']} few-label report: {results['dataset']}",
         "",
         f"Backbone `{results['backbone']}`, student `{results['student']}`. Accuracies are test top-1 fractions.",
-        f"kNN top-1 of the pretrained encoder (k=200, T=0.1): **{results['knn_top1']:.4f}**{knn0}.",
+        f"kNN top-1 of the pretrained encoder (k={knn_k}, T={knn_temperature}): **{results['knn_top1']:.4f}**{knn0}.",
         "",
         "- supervised: the same architecture from random init, trained on the labelled subset only",
         "- linear: a linear classifier on frozen pretrained features (labelled subset)",

@@ -2,7 +2,10 @@
 
 A checkpoint holds everything needed to continue bit for bit: model (with MoCo's queue
 and pointer, BYOL's target and tau, as buffers), optimizer, scheduler, the step, the
-position inside the epoch, every RNG state and the full resolved config.
+position inside the epoch, every RNG state and the full resolved config. It also says
+what a classifier starts from (`encoder`: the modality, backbone, the inputs it reads,
+its width, and the part of the method's head fine-tuning keeps), so evaluation and
+export rebuild networks from the checkpoint alone, never from a method's rules.
 """
 
 from __future__ import annotations
@@ -18,12 +21,11 @@ import torch
 from contrastive.checkpoint import list_checkpoints
 from contrastive.config import PretrainConfig
 from contrastive.errors import ContrastiveError
+from contrastive.methods import method_module
 
-CHECKPOINT_FORMAT = 2  # 2: adds "batch" (position inside the epoch) and "epoch_stats".
-
-# Config fields a resumed run must share with its checkpoint: they shape the weights.
-SHAPE_FIELDS = ("method", "backbone", "cifar_stem", "proj_dim", "proj_hidden", "head_layers", "pred_hidden",
-                "queue_size")
+# 2: adds "batch" (position inside the epoch) and "epoch_stats"; 3: adds "encoder", method and data
+# options as dicts in "config".
+CHECKPOINT_FORMAT = 3
 
 
 def seed_everything(seed: int) -> None:
@@ -90,14 +92,24 @@ def write_config(run_dir: Path, cfg: PretrainConfig) -> None:
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
 
-def checkpoint_state(model, optimizer, scheduler, cfg: PretrainConfig, data, *, epoch: int, batch: int, step: int,
-                     history: dict, epoch_stats: dict) -> dict:
+def encoder_record(model, cfg: PretrainConfig, inputs: dict, feat_dim: int) -> dict:
+    """What a classifier starts from: rebuilt by evaluation and export without knowing the method."""
+    return {"modality": cfg.modality, "backbone": cfg.backbone, "inputs": dict(inputs), "feat_dim": feat_dim,
+            "neck": model.classifier_neck()}
+
+
+def data_record(data) -> dict:
+    return {"name": data.name, "num_classes": data.num_classes, "classes": list(data.classes)}
+
+
+def checkpoint_state(model, optimizer, scheduler, cfg: PretrainConfig, *, data: dict, encoder: dict, epoch: int,
+                     batch: int, step: int, history: dict, epoch_stats: dict) -> dict:
     """epoch = epochs completed; batch = batches of epoch `epoch + 1` already done (0 at an epoch boundary)."""
     return {
         "format": CHECKPOINT_FORMAT,
         "config": cfg.to_dict(),
-        "data": {"name": data.name, "channels": data.channels, "image_size": cfg.image_size,
-                 "num_classes": data.num_classes, "classes": list(data.classes)},
+        "data": data,
+        "encoder": encoder,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -110,14 +122,26 @@ def checkpoint_state(model, optimizer, scheduler, cfg: PretrainConfig, data, *, 
     }
 
 
-def check_resumable(ckpt: dict, cfg: PretrainConfig, path: Path) -> None:
-    """The checkpoint must come from the same method and network shape as the run resuming it."""
+def _refuse(path, key: str, saved, now) -> None:
+    flag = key.replace("_", "-")
+    fix = (f"--{flag}" if saved else f"--no-{flag}") if isinstance(saved, bool) else f"--{flag} {saved}"
+    raise ContrastiveError(f"checkpoint {path} was trained with {key} '{saved}', not '{now}'; "
+                           f"pass {fix} or start a new run with another --out")
+
+
+def check_resumable(ckpt: dict, cfg: PretrainConfig, encoder: dict, path: Path) -> None:
+    """The checkpoint must come from the same method and network shape as the run resuming it:
+    method, backbone, the inputs the encoder reads, and the method options that shape weights."""
     saved = ckpt["config"]
-    for key in SHAPE_FIELDS:
-        if key in saved and saved.get(key) != getattr(cfg, key):
-            value, flag = saved.get(key), key.replace("_", "-")
-            fix = (f"--{flag}" if value else f"--no-{flag}") if isinstance(value, bool) else f"--{flag} {value}"
-            raise ContrastiveError(
-                f"checkpoint {path} was trained with {key} '{value}', not '{getattr(cfg, key)}'; "
-                f"pass {fix} or start a new run with another --out"
-            )
+    if ckpt.get("format", 0) < CHECKPOINT_FORMAT:
+        raise ContrastiveError(f"checkpoint {path} was written by an older version of contrastive (format "
+                               f"{ckpt.get('format', 0)}, now {CHECKPOINT_FORMAT}); start a new run with another --out")
+    for key in ("method", "backbone"):
+        if saved[key] != getattr(cfg, key):
+            _refuse(path, key, saved[key], getattr(cfg, key))
+    for key, value in ckpt["encoder"]["inputs"].items():
+        if encoder["inputs"].get(key) != value:
+            _refuse(path, key, value, encoder["inputs"].get(key))
+    for key in method_module(cfg.method).SHAPE:
+        if saved["method_options"].get(key) != cfg.method_options.get(key):
+            _refuse(path, key, saved["method_options"].get(key), cfg.method_options.get(key))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from contrastive.data import DataSplits, ImageSet
+from contrastive.image.data import DataSplits, ImageSet
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +32,22 @@ def make_splits(n_train=64, n_test=32, classes=4, channels=1, size=16, seed=0) -
 @pytest.fixture
 def tiny_data():
     return make_splits()
+
+
+TINY_OPTIONS = {  # small heads and queue, so a step takes milliseconds
+    "simclr": {"proj_hidden": 32},
+    "moco": {"proj_hidden": 32, "queue_size": 64},
+    "byol": {"proj_hidden": 32, "pred_hidden": 32},
+}
+
+
+def tiny_config(out, method="simclr", knn_every=1, **kw):
+    """A pretraining config sized for make_splits() (64 training images, batch 16)."""
+    from contrastive.config import KnnConfig, PretrainConfig
+
+    base = dict(method=method, backbone="small_cnn", epochs=2, batch_size=16, lr=0.1, out=str(out),
+                method_options=dict(TINY_OPTIONS[method]), knn=KnnConfig(k=10, every=knn_every))
+    if "method_options" in kw:
+        base["method_options"].update(kw.pop("method_options"))
+    base.update(kw)
+    return PretrainConfig(**base)

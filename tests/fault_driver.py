@@ -20,34 +20,27 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import make_splits  # noqa: E402
+from conftest import make_splits, tiny_config  # noqa: E402
 
 import contrastive.checkpoint as checkpoint  # noqa: E402
 import contrastive.train as train  # noqa: E402
-from contrastive.config import PretrainConfig  # noqa: E402
 
 
-def config(out: str, method: str, epochs: int, resume: bool, per_image: bool) -> PretrainConfig:
-    return PretrainConfig(method=method, backbone="small_cnn", epochs=epochs, batch_size=16, lr=0.1, proj_hidden=32,
-                          pred_hidden=32, queue_size=64, out=out, knn_k=10, knn_every=0, checkpoint_every=1,
-                          resume=resume, augment="per-image" if per_image else "auto")
+def config(out: str, method: str, epochs: int, resume: bool, per_image: bool):
+    return tiny_config(out, method, knn_every=0, epochs=epochs, checkpoint_every=1, resume=resume,
+                       data_options={"augment": "per-image" if per_image else "auto"})
 
 
-def kill_after_steps(k: int) -> None:
-    real = train.build_optimizer
+class KillAfterSteps(train.Callback):
+    """SIGKILL right after the k-th step of this process (nothing of that step is saved yet)."""
 
-    def build(*args, **kwargs):
-        opt, count = real(*args, **kwargs), [0]
+    def __init__(self, k: int):
+        self.k, self.count = k, 0
 
-        def after_step(*_):
-            count[0] += 1
-            if count[0] == k:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        opt.register_step_post_hook(after_step)
-        return opt
-
-    train.build_optimizer = build
+    def on_step(self, run, loss, finite):
+        self.count += 1
+        if self.count == self.k:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def kill_in_save(n: int) -> None:
@@ -71,12 +64,13 @@ def should_kill(argv: list[str]) -> bool:
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     out, method, epochs = argv[0], argv[1], int(argv[2])
+    callbacks = []
     if "--kill-at-step" in argv and should_kill(argv):
-        kill_after_steps(int(argv[argv.index("--kill-at-step") + 1]))
+        callbacks.append(KillAfterSteps(int(argv[argv.index("--kill-at-step") + 1])))
     if "--kill-in-save" in argv and should_kill(argv):
         kill_in_save(int(argv[argv.index("--kill-in-save") + 1]))
     cfg = config(out, method, epochs, "--resume" in argv, "--per-image" in argv)
-    train.pretrain(cfg, data=make_splits(), log=lambda *_: None)
+    train.pretrain(cfg, data=make_splits(), log=lambda *_: None, callbacks=callbacks)
     # End as the CLI ends a torchrun worker (contrastive/cli.py main): leave the group, then
     # skip the interpreter's finalization, where gloo's teardown sometimes aborted a finished rank.
     from contrastive import distributed

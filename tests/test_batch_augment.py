@@ -1,19 +1,23 @@
-"""Tests for contrastive.batch_augment.
+"""Tests for contrastive.image.batch_augment.
 
 Every batch step is compared, sample by sample, with torchvision.transforms.v2.functional
 applied to the same image with the same parameters. The parameter sampler is checked
 against the recipe's ranges and rates, the crop sampler against torchvision's own
-RandomResizedCrop, and one whole recipe against the per-image pipeline of `augment`.
+RandomResizedCrop. Both paths are built from one `augment.ViewRecipe`: its per-image
+pipeline is checked op by op against the recipe and against the papers' pipelines written
+out, and whole recipes are compared in distribution between the two paths.
 """
+
+from dataclasses import replace
 
 import pytest
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from contrastive import augment
-from contrastive.augment import MEAN, STD
-from contrastive.batch_augment import BatchAugment, batch_method_views, batch_view, blur_kernel_size
+from contrastive.image.augment import (BLUR_MIN_SIZE, MEAN, RECIPES, STD, ViewRecipe, blur_kernel_size,
+                                       classifier_recipe, method_recipes, method_views, plain_recipe)
+from contrastive.image.batch_augment import RATIO, BatchAugment, batch_method_views
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -23,9 +27,8 @@ TIGHT = dict(atol=2e-5, rtol=0)
 
 
 def plain(size, channels, **changes) -> BatchAugment:
-    """A recipe with every random step off unless `changes` turns it on."""
-    settings = dict(min_scale=1.0, flip=False, jitter=None, jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0)
-    return BatchAugment(size, channels, **(settings | changes))
+    """The plain recipe: every random step off unless `changes` turns it on."""
+    return BatchAugment(replace(plain_recipe(size, channels), **changes))
 
 
 def params_for(aug, images, seed=0, **changes):
@@ -50,7 +53,7 @@ def correlation(a, b):
 def colour_recipe(size=64, **changes) -> BatchAugment:
     settings = dict(min_scale=0.08, flip=True, jitter=(0.4, 0.3, 0.2, 0.1), jitter_p=0.8, gray_p=0.2, blur_p=0.5,
                     solarize_p=0.3)
-    return BatchAugment(size, 3, **(settings | changes))
+    return BatchAugment(ViewRecipe(size, 3, **(settings | changes)))
 
 
 # --- outputs ----------------------------------------------------------------------------
@@ -63,8 +66,8 @@ def test_output_shape_dtype_device(device, channels, p):
     if channels == 3:
         aug = colour_recipe(size=20, jitter_p=p, gray_p=p, blur_p=p, solarize_p=p)
     else:
-        aug = BatchAugment(20, 1, min_scale=0.25, flip=True, jitter=(0.4, 0.4, 0, 0), jitter_p=p, gray_p=0,
-                           blur_p=p, solarize_p=p)
+        aug = BatchAugment(ViewRecipe(20, 1, min_scale=0.25, flip=True, jitter=(0.4, 0.4, 0, 0), jitter_p=p,
+                                      gray_p=0, blur_p=p, solarize_p=p))
     images = torch.randint(0, 256, (5, channels, 30, 26), dtype=torch.uint8, device=device)
     out = aug(images, torch.Generator(device).manual_seed(0))
     assert out.shape == (5, channels, 20, 20)
@@ -92,8 +95,11 @@ def test_identity_recipe_returns_the_normalised_input():
     # fallback is the whole image too: the crop is exact and nothing else is random.
     for channels in (1, 3):
         images = torch.randint(0, 256, (6, channels, 28, 28), dtype=torch.uint8)
+        normalised = TF.normalize(images / 255, MEAN[channels], STD[channels])
         out = plain(28, channels)(images, torch.Generator().manual_seed(0))
-        torch.testing.assert_close(out, TF.normalize(images / 255, MEAN[channels], STD[channels]), **TIGHT)
+        torch.testing.assert_close(out, normalised, **TIGHT)
+        per_image = plain_recipe(28, channels).per_image()  # the same recipe, image by image
+        torch.testing.assert_close(torch.stack([per_image(image) for image in images]), normalised, **TIGHT)
     # Through apply with the whole-image box, for a batch of non-square images.
     images = torch.rand(3, 3, 20, 30)
     aug = plain(20, 3)
@@ -313,63 +319,239 @@ def test_solarize_matches_torchvision():
     torch.testing.assert_close(out[0], TF.normalize(TF.solarize(pixels[0], 128) / 255, MEAN[3], STD[3]), **TIGHT)
 
 
-# --- recipes ------------------------------------------------------------------------------
+# --- recipes: one description, two pipelines ----------------------------------------------
+
+SHAPES = [(28, 1), (32, 1), (32, 3), (64, 1), (96, 3), (224, 3)]  # digits, small and large images
 
 
-def test_batch_method_views_read_the_recipes():
+def named_recipes() -> dict[str, ViewRecipe]:
+    """Every named recipe for the shapes above, by a readable label."""
+    named = {}
+    for size, channels in SHAPES:
+        shape = f"{size}px-{channels}ch"
+        for method in RECIPES:
+            for strength in (0.5, 1.0):
+                for i, recipe in enumerate(method_recipes(method, size, channels, strength)):
+                    named[f"{method}-s{strength}-view{i}-{shape}"] = recipe
+        named[f"classifier-{shape}"] = classifier_recipe(size, channels)
+        named[f"plain-{shape}"] = plain_recipe(size, channels)
+    return named
+
+
+NAMED = named_recipes()
+
+# The parameters of each v2 step, as the step stores them.
+STEP_PARAMS = {
+    "RandomResizedCrop": lambda t: (tuple(t.size), tuple(t.scale), tuple(t.ratio), t.antialias),
+    "RandomHorizontalFlip": lambda t: t.p,
+    "ColorJitter": lambda t: (t.brightness, t.contrast, t.saturation, t.hue),
+    "RandomGrayscale": lambda t: t.p,
+    "GaussianBlur": lambda t: (tuple(t.kernel_size), tuple(t.sigma)),
+    "RandomSolarize": lambda t: (t.threshold, t.p),
+    "ToDtype": lambda t: (t.dtype, t.scale),
+    "Normalize": lambda t: (tuple(t.mean), tuple(t.std)),
+}
+
+
+def steps(pipeline: v2.Compose) -> list[tuple]:
+    """Each step of a v2 pipeline as (name, probability of RandomApply, parameters)."""
+    out = []
+    for step in pipeline.transforms:
+        p = 1.0
+        if isinstance(step, v2.RandomApply):
+            (step,), p = step.transforms, step.p
+        out.append((type(step).__name__, p, STEP_PARAMS[type(step).__name__](step)))
+    return out
+
+
+def recipe_steps(r: ViewRecipe) -> list[tuple]:
+    """The steps a recipe describes, in its order; a step with probability 0 is absent."""
+    out = [("RandomResizedCrop", 1.0, ((r.size, r.size), (r.min_scale, 1.0), RATIO, True))]
+    if r.flip:
+        out.append(("RandomHorizontalFlip", 1.0, 0.5))
+    if r.jitter is not None and r.jitter_p > 0:
+        # ColorJitter keeps the factor ranges (max(0, 1 - s), 1 + s) and (-h, h); None for a zero strength.
+        ranges = tuple(None if s == 0 else (max(0.0, 1 - s), 1 + s) for s in r.jitter[:3])
+        ranges += (None if r.jitter[3] == 0 else (-r.jitter[3], r.jitter[3]),)
+        out.append(("ColorJitter", r.jitter_p, ranges))
+    if r.gray_p > 0:
+        out.append(("RandomGrayscale", 1.0, r.gray_p))
+    if r.blur_p > 0:
+        out.append(("GaussianBlur", r.blur_p, ((blur_kernel_size(r.size),) * 2, (0.1, 2.0))))
+    if r.solarize_p > 0:
+        out.append(("RandomSolarize", 1.0, (128, r.solarize_p)))
+    return out + [("ToDtype", 1.0, (torch.float32, True)), ("Normalize", 1.0, (MEAN[r.channels], STD[r.channels]))]
+
+
+@pytest.mark.parametrize("label", NAMED)
+def test_per_image_pipeline_is_the_recipe(label):
+    recipe = NAMED[label]
+    assert steps(recipe.per_image()) == recipe_steps(recipe)
+
+
+@pytest.mark.parametrize("label", NAMED)
+def test_batch_draws_with_the_recipes_probabilities_and_ranges(label):
+    recipe = NAMED[label]
+    aug = BatchAugment(recipe)
+    assert aug.recipe is recipe
+    n, size = 4000, recipe.size
+    params = aug.sample_params(n, size, size, "cpu", torch.Generator().manual_seed(0))
+    jitter = recipe.jitter or (0.0, 0.0, 0.0, 0.0)
+    rates = dict(flip=0.5 if recipe.flip else 0.0, jitter=recipe.jitter_p if recipe.jitter else 0.0,
+                 gray=recipe.gray_p, blur=recipe.blur_p, solarize=recipe.solarize_p)
+    for key, rate in rates.items():
+        drawn = params[key].float().mean().item()
+        if rate in (0.0, 1.0):
+            assert drawn == rate, key  # a step that is off, or always on, is exactly that
+        else:
+            assert abs(drawn - rate) < 0.04, key  # 5 standard errors of a rate over 4000 draws
+    low = torch.tensor([max(0.0, 1 - s) for s in jitter[:3]] + [-jitter[3]])
+    high = torch.tensor([1 + s for s in jitter[:3]] + [jitter[3]])
+    assert ((params["factors"] >= low - 1e-6) & (params["factors"] <= high + 1e-6)).all()
+    h, w = params["box"][:, 2].double(), params["box"][:, 3].double()
+    assert ((h + 0.5) * (w + 0.5) >= recipe.min_scale * size * size).all()
+
+
+def test_named_recipes_hold_the_papers_values():
     views = batch_method_views("simclr", 96, 3, strength=0.5)
+    assert [view.recipe for view in views] == method_recipes("simclr", 96, 3, 0.5)
     assert len(views) == 2 and views[0] == views[1]
-    simclr = views[0]
+    simclr = views[0].recipe
     assert simclr.jitter == pytest.approx((0.4, 0.4, 0.4, 0.1)) and simclr.jitter_p == 0.8
     assert (simclr.min_scale, simclr.flip, simclr.gray_p, simclr.blur_p, simclr.solarize_p) == (0.08, True, 0.2, 0.5, 0)
 
-    digits = batch_method_views("simclr", 28, 1)[0]
+    digits = method_recipes("simclr", 28, 1)[0]
     assert digits.jitter == pytest.approx((0.8, 0.8, 0.0, 0.0))
     assert (digits.min_scale, digits.flip, digits.gray_p, digits.blur_p) == (0.25, False, 0.0, 0.0)
 
-    moco = batch_method_views("moco", 32, 3)[0]
+    moco = method_recipes("moco", 32, 3)[0]
     assert moco.jitter == pytest.approx((0.4, 0.4, 0.4, 0.1)) and moco.min_scale == 0.2
     assert moco.blur_p == 0  # below BLUR_MIN_SIZE
-    assert batch_method_views("moco", 64, 3)[0].blur_p == 0.5
+    assert method_recipes("moco", BLUR_MIN_SIZE - 1, 3)[0].blur_p == 0
+    assert method_recipes("moco", BLUR_MIN_SIZE, 3)[0].blur_p == 0.5
+    assert method_recipes("moco", 32, 3, 0.5) == method_recipes("moco", 32, 3, 1.0)  # the paper's fixed strengths
 
-    first, second = batch_method_views("byol", 64, 3)
+    first, second = method_recipes("byol", 64, 3)
     assert first.jitter == pytest.approx((0.4, 0.4, 0.2, 0.1)) and first.gray_p == 0.2
     assert (first.blur_p, first.solarize_p, second.blur_p, second.solarize_p) == (1.0, 0.0, 0.1, 0.2)
 
+    assert (classifier_recipe(28, 1).min_scale, classifier_recipe(28, 1).flip) == (0.5, False)
+    assert (classifier_recipe(32, 3).min_scale, classifier_recipe(32, 3).flip) == (0.5, True)
+    for recipe in (classifier_recipe(32, 3), plain_recipe(32, 3)):
+        assert recipe.jitter is None and recipe.gray_p == recipe.blur_p == recipe.solarize_p == 0
+    assert (plain_recipe(32, 3).min_scale, plain_recipe(32, 3).flip) == (1.0, False)
+
+    with pytest.raises(ValueError):
+        method_recipes("swav", 32, 3)
     with pytest.raises(ValueError):
         batch_method_views("swav", 32, 3)
 
 
+def papers_pipelines() -> dict[tuple, list[v2.Compose]]:
+    """The published recipes written out as v2 pipelines, by (method, size, channels, strength)."""
+    def to_float(channels):
+        return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN[channels], STD[channels])]
+
+    def blur(kernel, p):
+        return v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=p)
+
+    def crop(size, low):
+        return v2.RandomResizedCrop(size, scale=(low, 1.0), antialias=True)
+
+    jitter = v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8)
+    return {
+        # SimCLR appendix A at s = 0.5 on 96 px colour images; the kernel is 10% of 96, odd.
+        ("simclr", 96, 3, 0.5): [v2.Compose(
+            [crop(96, 0.08), v2.RandomHorizontalFlip(), v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+             v2.RandomGrayscale(p=0.2), blur(9, 0.5)] + to_float(3))] * 2,
+        # 28 px digits: crop 0.25-1, no flip, brightness and contrast only, no blur.
+        ("simclr", 28, 1, 1.0): [v2.Compose(
+            [crop(28, 0.25), v2.RandomApply([v2.ColorJitter(0.8, 0.8)], p=0.8)] + to_float(1))] * 2,
+        # MoCo v2 aug+ on 32 px colour images: no blur below BLUR_MIN_SIZE.
+        ("moco", 32, 3, 1.0): [v2.Compose(
+            [crop(32, 0.2), v2.RandomHorizontalFlip(), v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+             v2.RandomGrayscale(p=0.2)] + to_float(3))] * 2,
+        # BYOL table 6 at 64 px: blur 1.0 / 0.1, solarize 0 / 0.2.
+        ("byol", 64, 3, 1.0): [
+            v2.Compose([crop(64, 0.08), v2.RandomHorizontalFlip(), jitter, v2.RandomGrayscale(p=0.2), blur(7, 1.0)]
+                       + to_float(3)),
+            v2.Compose([crop(64, 0.08), v2.RandomHorizontalFlip(), jitter, v2.RandomGrayscale(p=0.2), blur(7, 0.1),
+                        v2.RandomSolarize(threshold=128, p=0.2)] + to_float(3))],
+    }
+
+
+@pytest.mark.parametrize("key", list(papers_pipelines()))
+def test_per_image_views_are_the_papers_pipelines(key):
+    # The same steps with the same parameters draw the same random numbers: equal outputs.
+    method, size, channels, strength = key
+    reference = papers_pipelines()[key]
+    views = method_views(method, size, channels, strength)
+    images = torch.randint(0, 256, (4, channels, size + 8, size + 4), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    ours = [views(image) for image in images]
+    torch.manual_seed(1)
+    theirs = [[t(image) for t in reference] for image in images]
+    for a, b in zip(ours, theirs):
+        assert len(a) == len(b) == 2 and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 @pytest.mark.parametrize("size", [64, 96, 224])
 def test_blur_kernel_is_the_recipes(size):
-    gaussian = augment.blur(size, p=0.5)[0].transforms[0]
-    assert tuple(gaussian.kernel_size) == (blur_kernel_size(size),) * 2
+    assert blur_kernel_size(size) == {64: 7, 96: 9, 224: 23}[size]  # 10% of the side, odd
+    for recipe in method_recipes("simclr", size, 3) + method_recipes("byol", size, 3):
+        (gaussian,) = [step.transforms[0] for step in recipe.per_image().transforms
+                       if isinstance(step, v2.RandomApply) and isinstance(step.transforms[0], v2.GaussianBlur)]
+        assert tuple(gaussian.kernel_size) == (blur_kernel_size(size),) * 2
 
 
-def test_unknown_steps_and_bad_settings_are_errors():
+GOOD_COLOUR = ViewRecipe(32, 3, min_scale=0.08, flip=True, jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, gray_p=0.2,
+                         blur_p=0.5, solarize_p=0.2)
+
+
+@pytest.mark.parametrize("base, changes", [
+    (GOOD_COLOUR, dict(jitter_p=1.5)),  # probabilities out of range
+    (GOOD_COLOUR, dict(gray_p=-0.1)),
+    (GOOD_COLOUR, dict(blur_p=2.0)),
+    (GOOD_COLOUR, dict(solarize_p=1.01)),
+    (GOOD_COLOUR, dict(jitter=(0.4, 0.4, 0.4, 0.6))),  # hue > 0.5: more than half the colour circle
+    (GOOD_COLOUR, dict(jitter=(0.4, -0.1, 0.4, 0.1))),
+    (GOOD_COLOUR, dict(jitter=(0.4, 0.4, 0.4))),
+    (GOOD_COLOUR, dict(min_scale=0.0)),
+    (GOOD_COLOUR, dict(min_scale=1.5)),
+    (GOOD_COLOUR, dict(channels=2)),
+    (plain_recipe(28, 1), dict(jitter=(0.4, 0.4, 0.4, 0.0), jitter_p=0.8)),  # saturation on one channel
+    (plain_recipe(28, 1), dict(jitter=(0.4, 0.4, 0.0, 0.1), jitter_p=0.8)),  # hue on one channel
+    (plain_recipe(28, 1), dict(gray_p=0.2)),  # grayscale on one channel
+])
+def test_bad_recipes_are_errors(base, changes):
     with pytest.raises(ValueError):
-        batch_view(v2.Compose([v2.RandomResizedCrop(32), v2.RandomRotation(10)] + augment.to_float(3)))
-    with pytest.raises(ValueError):
-        plain(28, 1, jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8)
-    with pytest.raises(ValueError):
-        plain(28, 1, gray_p=0.2)
+        replace(base, **changes)
+
+
+def test_images_of_the_wrong_shape_are_errors():
     with pytest.raises(ValueError):
         plain(28, 3)(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
 
 
-def test_whole_recipe_matches_the_per_image_pipeline_in_distribution():
-    # One smooth colour image, 800 views from each path. The per-sample mean and spread of
-    # each channel summarise crop, jitter, grayscale and normalisation together.
-    ramp = torch.linspace(0, 1, 32)
-    image = torch.stack([ramp.view(1, -1).expand(32, 32), ramp.view(-1, 1).expand(32, 32),
-                         (ramp.view(1, -1) - ramp.view(-1, 1)).abs()])
+@pytest.mark.parametrize("method, size, channels, view", [("simclr", 32, 3, 0), ("simclr", 28, 1, 0),
+                                                           ("byol", 64, 3, 1)])
+def test_whole_recipe_matches_the_per_image_pipeline_in_distribution(method, size, channels, view):
+    # One smooth image, 800 views from each path of one recipe. The per-sample mean and
+    # spread of each channel summarise crop, jitter, grayscale, blur, solarize and
+    # normalisation together.
+    ramp = torch.linspace(0, 1, size)
+    image = torch.stack([ramp.view(1, -1).expand(size, size), ramp.view(-1, 1).expand(size, size),
+                         (ramp.view(1, -1) - ramp.view(-1, 1)).abs()])[:channels]
     image = (image * 255).round().to(torch.uint8)
+    recipe = method_recipes(method, size, channels)[view]
     n = 800
     torch.manual_seed(0)
-    per_image = torch.stack([augment.simclr_view(32, 3)(image) for _ in range(n)])
-    batch = batch_method_views("simclr", 32, 3)[0](image.expand(n, 3, 32, 32), torch.Generator().manual_seed(0))
+    per_image_view = recipe.per_image()
+    per_image = torch.stack([per_image_view(image) for _ in range(n)])
+    batch = BatchAugment(recipe)(image.expand(n, channels, size, size), torch.Generator().manual_seed(0))
     for stat in (lambda x: x.mean(dim=(2, 3)), lambda x: x.std(dim=(2, 3))):
-        ours, theirs = stat(batch), stat(per_image)  # (n, 3)
+        ours, theirs = stat(batch), stat(per_image)  # (n, channels)
         # Means over 800 samples; the spread of the per-sample statistic sets the scale.
         scale = theirs.std(dim=0)
         assert ((ours.mean(dim=0) - theirs.mean(dim=0)).abs() < 0.25 * scale).all()

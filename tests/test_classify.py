@@ -1,25 +1,35 @@
 """Linear probe, checkpoint loading, fine-tuning, the supervised loop and distillation, on tiny data."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastive.backbones import small_cnn
-from contrastive.config import PretrainConfig
-from contrastive.data import ImageSet
+from contrastive.config import KnnConfig, PretrainConfig
 from contrastive.errors import ContrastiveError
-from contrastive.evaluate.classify import (Budget, Classifier, check_compatible, classifier_from,
-                                           distillation_objective, distill, evaluate_accuracy, finetune,
-                                           fit_classifier, linear_probe, load_pretrained, random_classifier,
-                                           supervised_baseline)
+from contrastive.evaluate.classifier import Classifier, classifier_from, out_features, random_classifier
+from contrastive.evaluate.distill import distill, distillation_objective
+from contrastive.evaluate.finetune import finetune, supervised_baseline
+from contrastive.evaluate.fit import Budget, evaluate_accuracy, fit_classifier
+from contrastive.evaluate.pretrained import check_compatible, load_pretrained
+from contrastive.evaluate.probe import linear_probe
 from contrastive.heads import simclr_head
+from contrastive.image.backbones import small_cnn
+from contrastive.image.data import ImageSet
 from contrastive.losses import distillation_loss
+from contrastive.modality import Reader
 from contrastive.train import pretrain
 
+from conftest import make_splits
+
 SIZE, CHANNELS = 16, 1  # tiny_data: 16 px one-channel squares, 4 classes, 64 train / 32 test
+READER = Reader("image", {"channels": CHANNELS, "image_size": SIZE, "cifar_stem": False})
+# What pretraining on tiny_data records: its options resolve to the data's 16 px and, at 64 px or less, the CIFAR stem.
+PRETRAINED_READER = Reader("image", {"channels": CHANNELS, "image_size": SIZE, "cifar_stem": True})
+METHOD_OPTIONS = {"simclr": {"proj_hidden": 32}, "byol": {"proj_hidden": 32, "pred_hidden": 32}}
 
 
 def quiet(*_):
@@ -43,20 +53,16 @@ def assert_same_state(a: dict, b: dict):
 
 
 def checkpoint(tmp_path, data, method="simclr"):
-    cfg = PretrainConfig(method=method, backbone="small_cnn", epochs=1, batch_size=16, proj_hidden=32, pred_hidden=32,
-                         out=str(tmp_path / method), knn_k=10, knn_every=0)
+    cfg = PretrainConfig(method=method, backbone="small_cnn", epochs=1, batch_size=16, out=str(tmp_path / method),
+                         method_options=METHOD_OPTIONS[method], knn=KnnConfig(k=10, every=0))
     run = pretrain(cfg, data=data, log=quiet).run_dir
     return run / "checkpoint-epoch0001.pt"
-
-
-def relabel(images: ImageSet, labels) -> ImageSet:
-    return ImageSet(images=images.images, labels=labels)
 
 
 # --- linear probe ---------------------------------------------------------------------------
 
 def test_linear_probe_separates_linearly_separable_classes(tiny_data):
-    acc = linear_probe(nn.Flatten(), tiny_data.train, tiny_data.test, 4, SIZE, CHANNELS)
+    acc = linear_probe(nn.Flatten(), tiny_data.train, tiny_data.test, 4, READER)
     assert acc >= 0.9  # chance is 0.25
 
 
@@ -65,7 +71,7 @@ def test_linear_probe_on_constant_features_is_at_chance(tiny_data):
         def forward(self, x):
             return torch.zeros(len(x), 8)
 
-    acc = linear_probe(Blind(), tiny_data.train, tiny_data.test, 4, SIZE, CHANNELS)
+    acc = linear_probe(Blind(), tiny_data.train, tiny_data.test, 4, READER)
     assert acc <= 0.3  # nothing to learn from: the labels must not leak in another way
 
 
@@ -74,7 +80,7 @@ def test_linear_probe_leaves_the_encoder_bitwise_unchanged(tiny_data):
     encoder(torch.randn(8, CHANNELS, SIZE, SIZE))  # train mode: BN running stats move away from their init
     encoder.train()
     before = state(encoder)
-    linear_probe(encoder, tiny_data.train, tiny_data.test, 4, SIZE, CHANNELS, epochs=5)
+    linear_probe(encoder, tiny_data.train, tiny_data.test, 4, READER, epochs=5)
     assert_same_state(state(encoder), before)  # weights and BN running mean / var / count
     assert encoder.training
 
@@ -85,19 +91,24 @@ def test_load_pretrained_simclr_gives_encoder_and_first_head_layer(tmp_path, tin
     path = checkpoint(tmp_path, tiny_data, "simclr")
     ckpt = torch.load(path, weights_only=True)
     pre = load_pretrained(path)
-    assert pre.feat_dim == 128 and pre.data["channels"] == 1 and pre.config["method"] == "simclr"
+    assert pre.feat_dim == 128 and pre.config["method"] == "simclr"
+    assert pre.reader == PRETRAINED_READER and pre.data == {"name": "tiny", "num_classes": 4,
+                                                            "classes": ["0", "1", "2", "3"]}
+    assert pre.record["neck"] == {"prefix": "projector.", "keep": 1,
+                                  "mlp": dict(in_dim=128, hidden_dim=32, out_dim=128, num_layers=3, batch_norm=True,
+                                              last_bn=True)}
     encoder_state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
     assert_same_state(pre.encoder.state_dict(), encoder_state)
     reference = simclr_head(128, 32, 128, 3)[:1]
     assert str(pre.head) == str(reference)  # Linear(128, 32) -> BN -> ReLU
-    assert pre.head[0][0].weight.shape == (32, 128) and pre.head_dim == 32
+    assert pre.head[0][0].weight.shape == (32, 128) and out_features(pre.head) == 32
     head_state = {k[len("projector."):]: v for k, v in ckpt["model"].items() if k.startswith("projector.0.")}
     assert_same_state(pre.head.state_dict(), head_state)
 
 
 def test_load_pretrained_byol_has_no_head(tmp_path, tiny_data):
     pre = load_pretrained(checkpoint(tmp_path, tiny_data, "byol"))
-    assert pre.head is None and pre.feat_dim == 128
+    assert pre.head is None and pre.feat_dim == 128 and pre.record["neck"] is None
 
 
 def test_load_pretrained_errors_are_one_line(tmp_path, tiny_data):
@@ -121,10 +132,11 @@ def test_load_pretrained_errors_are_one_line(tmp_path, tiny_data):
 
 def test_check_compatible_rejects_other_channel_counts(tmp_path, tiny_data):
     pre = load_pretrained(checkpoint(tmp_path, tiny_data, "simclr"))
-    check_compatible(pre, 1)
+    check_compatible(pre, tiny_data)
+    colour = dataclasses.replace(make_splits(channels=3), name="cifar10:/data")
     with pytest.raises(ContrastiveError, match="1-channel images.*has 3") as err:
-        check_compatible(pre, 3, "cifar10:/data")
-    assert "\n" not in str(err.value)
+        check_compatible(pre, colour)
+    assert "\n" not in str(err.value) and "cifar10:/data" in str(err.value)
 
 
 # --- fine-tuning ------------------------------------------------------------------------------
@@ -142,7 +154,7 @@ def test_finetune_starts_from_the_head_layer_and_leaves_pretrained_untouched(tmp
     assert classifier_from(pre, 4, from_head_layer=False).neck is None
 
     budget = Budget(epochs=1, min_steps=3, batch_size=16, lr=0.05, augment=False)
-    tuned, acc = finetune(pre, tiny_data.train, tiny_data.test, 4, SIZE, CHANNELS, budget=budget)
+    tuned, acc = finetune(pre, tiny_data.train, tiny_data.test, 4, budget=budget)
     assert 0.0 <= acc <= 1.0 and tuned.neck is not None
     assert not torch.equal(tuned.encoder.state_dict()["0.weight"], encoder_before["0.weight"])  # it trained
     assert_same_state(state(pre.encoder), encoder_before)  # ... a copy
@@ -153,7 +165,7 @@ def test_finetune_accepts_a_bare_encoder(tiny_data):
     encoder, _ = small_cnn(CHANNELS, width=4)
     before = state(encoder)
     budget = Budget(epochs=1, min_steps=0, batch_size=32, augment=False)
-    model, acc = finetune(encoder, tiny_data.train, None, 4, SIZE, CHANNELS, budget=budget)
+    model, acc = finetune(encoder, tiny_data.train, None, 4, READER, budget=budget)
     assert acc is None and model.fc.in_features == 16
     assert_same_state(state(encoder), before)
 
@@ -161,10 +173,10 @@ def test_finetune_accepts_a_bare_encoder(tiny_data):
 # --- the supervised loop ------------------------------------------------------------------------
 
 def counting(losses: list, sizes: list):
-    def loss_fn(logits, labels, images):
+    def loss_fn(logits, labels, inputs):
         loss = F.cross_entropy(logits, labels)
         losses.append(loss.item())
-        sizes.append(len(images))
+        sizes.append(len(inputs))
         return loss
 
     return loss_fn
@@ -178,7 +190,7 @@ def counting(losses: list, sizes: list):
 ])
 def test_fit_classifier_takes_the_promised_number_of_steps(tiny_data, epochs, batch_size, min_steps, steps):
     losses, sizes = [], []
-    fit_classifier(tiny_classifier(), tiny_data.train, None, SIZE, CHANNELS, loss_fn=counting(losses, sizes),
+    fit_classifier(tiny_classifier(), tiny_data.train, None, READER, loss_fn=counting(losses, sizes),
                    epochs=epochs, batch_size=batch_size, lr=0.01, min_steps=min_steps, augment=False)
     assert len(losses) == steps
     assert max(sizes) <= min(batch_size, 64) and min(sizes) >= min(batch_size, 64) * 3 // 4
@@ -187,7 +199,7 @@ def test_fit_classifier_takes_the_promised_number_of_steps(tiny_data, epochs, ba
 def test_fit_classifier_learns_the_tiny_task(tiny_data):
     losses, sizes = [], []
     model = tiny_classifier()
-    acc = fit_classifier(model, tiny_data.train, tiny_data.test, SIZE, CHANNELS, loss_fn=counting(losses, sizes),
+    acc = fit_classifier(model, tiny_data.train, tiny_data.test, READER, loss_fn=counting(losses, sizes),
                          epochs=40, batch_size=16, lr=0.05, augment=False)
     assert sum(losses[-8:]) / 8 < 0.5 * sum(losses[:8]) / 8
     assert acc >= 0.7  # chance is 0.25
@@ -199,7 +211,7 @@ def test_fit_classifier_is_reproducible_and_leaves_global_rng_alone(tiny_data):
     for _ in range(2):
         model = tiny_classifier(seed=3)
         torch.manual_seed(123)
-        fit_classifier(model, tiny_data.train, None, SIZE, CHANNELS, epochs=2, batch_size=16, lr=0.05, seed=7)
+        fit_classifier(model, tiny_data.train, None, READER, epochs=2, batch_size=16, lr=0.05, seed=7)
         runs.append((state(model), torch.rand(1)))
     assert_same_state(runs[0][0], runs[1][0])
     torch.manual_seed(123)
@@ -211,17 +223,16 @@ def test_fit_classifier_is_reproducible_and_leaves_global_rng_alone(tiny_data):
 def test_supervised_baseline_is_the_same_network_from_random_init(tmp_path, tiny_data):
     pre = load_pretrained(checkpoint(tmp_path, tiny_data, "byol"))
     budget = Budget(epochs=1, min_steps=0, batch_size=32, augment=False)
-    model, acc = supervised_baseline("small_cnn", CHANNELS, False, 4, tiny_data.train, tiny_data.test, SIZE,
-                                     budget=budget)
+    model, acc = supervised_baseline(pre.reader, "small_cnn", 4, tiny_data.train, tiny_data.test, budget=budget)
     assert 0.0 <= acc <= 1.0
     ours, theirs = model.encoder.state_dict(), pre.encoder.state_dict()
     assert ours.keys() == theirs.keys()
     assert all(ours[k].shape == theirs[k].shape for k in ours)
     assert not torch.allclose(ours["0.weight"], theirs["0.weight"])
-    assert_same_state(state(random_classifier("small_cnn", 1, False, 4, seed=0)),
-                      state(random_classifier("small_cnn", 1, False, 4, seed=0)))
-    assert not torch.equal(random_classifier("small_cnn", 1, False, 4, seed=1).encoder[0].weight,
-                           random_classifier("small_cnn", 1, False, 4, seed=0).encoder[0].weight)
+    assert_same_state(state(random_classifier(READER, "small_cnn", 4, seed=0)),
+                      state(random_classifier(READER, "small_cnn", 4, seed=0)))
+    assert not torch.equal(random_classifier(READER, "small_cnn", 4, seed=1).encoder[0].weight,
+                           random_classifier(READER, "small_cnn", 4, seed=0).encoder[0].weight)
 
 
 # --- distillation ---------------------------------------------------------------------------------
@@ -252,7 +263,7 @@ def cross_entropy_to(teacher, student, images, temperature=1.0):
 @pytest.fixture
 def teacher(tiny_data):
     model = tiny_classifier(seed=1)
-    acc = fit_classifier(model, tiny_data.train, tiny_data.test, SIZE, CHANNELS, epochs=40, batch_size=16, lr=0.05,
+    acc = fit_classifier(model, tiny_data.train, tiny_data.test, READER, epochs=40, batch_size=16, lr=0.05,
                          augment=False)
     assert acc >= 0.7
     return model, acc
@@ -268,7 +279,7 @@ def test_distillation_drives_the_loss_to_the_teachers_entropy(tiny_data, teacher
     # matching them is more than fitting its argmax.
     before, entropy = cross_entropy_to(teacher, student, images, temperature=3.0)
     budget = Budget(epochs=150, min_steps=0, batch_size=32, lr=0.05, augment=False)  # one fixed batch
-    student, acc = distill(teacher, student, batch, tiny_data.test, SIZE, CHANNELS, temperature=3.0, budget=budget)
+    student, acc = distill(teacher, student, batch, tiny_data.test, READER, temperature=3.0, budget=budget)
     after, _ = cross_entropy_to(teacher, student, images, temperature=3.0)
     assert entropy > 0.3 and before - entropy > 0.3
     assert after - entropy < 0.15 * (before - entropy)  # the minimum of H(p_T, p_S) over p_S is H(p_T)
@@ -280,24 +291,24 @@ def test_distillation_drives_the_loss_to_the_teachers_entropy(tiny_data, teacher
 def test_distillation_with_alpha_zero_never_reads_labels(tiny_data, teacher):
     teacher, _ = teacher
     train = tiny_data.train
-    garbage = relabel(train, torch.randint(0, 4, (len(train),), generator=torch.Generator().manual_seed(5)))
+    garbage = train.with_labels(torch.randint(0, 4, (len(train),), generator=torch.Generator().manual_seed(5)))
     unlabelled = ImageSet(images=train.images)  # labels None: every item says -1
     budget = Budget(epochs=2, min_steps=0, batch_size=16, lr=0.05, augment=True)
     start = tiny_classifier(seed=4)
-    students = [distill(teacher, copy.deepcopy(start), data, None, SIZE, CHANNELS, budget=budget, seed=3)[0]
+    students = [distill(teacher, copy.deepcopy(start), data, None, READER, budget=budget, seed=3)[0]
                 for data in (train, garbage, unlabelled)]
     for other in students[1:]:
         assert_same_state(state(students[0]), state(other))
     # The check can fail: with a label term, garbage labels give another student.
-    mixed = [distill(teacher, copy.deepcopy(start), data, None, SIZE, CHANNELS, budget=budget, seed=3, alpha=0.5,
+    mixed = [distill(teacher, copy.deepcopy(start), data, None, READER, budget=budget, seed=3, alpha=0.5,
                      labeled_mask=torch.ones(len(train), dtype=torch.bool))[0] for data in (train, garbage)]
     assert not torch.equal(mixed[0].fc.weight, mixed[1].fc.weight)
     with pytest.raises(ContrastiveError, match="labeled_mask"):
-        distill(teacher, copy.deepcopy(start), train, None, SIZE, CHANNELS, budget=budget, alpha=0.5)
+        distill(teacher, copy.deepcopy(start), train, None, READER, budget=budget, alpha=0.5)
 
 
 def test_evaluate_accuracy_restores_the_mode(tiny_data):
     model = tiny_classifier()
     model.train()
-    acc = evaluate_accuracy(model, tiny_data.test, SIZE, CHANNELS, "cpu")
+    acc = evaluate_accuracy(model, tiny_data.test, READER, "cpu")
     assert 0.0 <= acc <= 1.0 and model.training

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from contrastive import distributed as dist
-from contrastive.backbones import small_cnn
+from contrastive.image.backbones import small_cnn
 from contrastive.heads import mlp
 from contrastive.methods import BYOL, MoCo, SimCLR
 from contrastive.norm import SplitBatchNorm2d, convert_split_bn, convert_sync_bn

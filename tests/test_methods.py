@@ -1,13 +1,12 @@
 """SimCLR, MoCo and BYOL modules: a few CPU steps on a tiny backbone and a fixed batch."""
 
 import copy
-import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastive.backbones import small_cnn
+from contrastive.image.backbones import small_cnn
 from contrastive.methods import BYOL, MoCo, SimCLR
 
 
@@ -60,14 +59,22 @@ def test_target_gets_no_gradient_and_moves_by_ema(name, target):
     model = build(name)
     online = {t: copy.deepcopy(getattr(model, t.replace("key_", "").replace("target_", ""))) for t in target}
     before = {t: copy.deepcopy(getattr(model, t)) for t in target}
+    trainable = copy.deepcopy(model)
     views = fixed_views()
     loss, _ = model(views)
     loss.backward()
     for t in target:
-        for p in getattr(model, t).parameters():
-            assert not p.requires_grad and p.grad is None
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        assert not any(p.requires_grad for p in getattr(model, t).parameters())
+    # Frozen or not, the target is outside the loss's graph: with its weights made trainable (in a
+    # copy), the loss still has no gradient for them.
+    target_params = [p.requires_grad_(True) for t in target for p in getattr(trainable, t).parameters()]
+    trainable_loss, _ = trainable(views)
+    assert all(g is None for g in torch.autograd.grad(trainable_loss, target_params, allow_unused=True))
+    # An optimizer over every parameter, frozen ones included, leaves the target as it was.
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     opt.step()
+    for t in target:
+        assert all(torch.equal(a, b) for a, b in zip(getattr(model, t).parameters(), before[t].parameters()))
     model.update_target(0.0)
     m = model.momentum if name == "moco" else 0.9  # BYOL at progress 0: tau = base
     for t in target:
@@ -93,6 +100,22 @@ def test_byol_target_never_gets_gradient_through_loss():
     loss.backward()
     assert all(p.grad is None for p in model.target_encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.predictor.parameters())
+
+
+def test_byol_pairs_each_views_prediction_with_the_other_views_target():
+    model = build("byol")
+    x1, x2 = fixed_views(seed=1)[0], fixed_views(seed=2)[0]  # two distinct batches, so the pairing shows
+
+    def by_hand(p, z):  # BYOL eq. 2: 2 - 2 cos(p, z), averaged over the batch
+        return (2 - 2 * F.cosine_similarity(p, z, dim=1)).mean()
+
+    with torch.no_grad():
+        p1, p2 = model.online(x1), model.online(x2)
+        z1, z2 = model.target(x1), model.target(x2)
+    loss, _ = model([x1, x2])
+    torch.testing.assert_close(loss, by_hand(p1, z2) + by_hand(p2, z1))
+    # the same-view pairing, p1 with z1, gives a loss far outside assert_close's tolerance (~1e-5) of it
+    assert (loss.detach() - (by_hand(p1, z1) + by_hand(p2, z2))).abs() > 1e-3
 
 
 def test_byol_tau_follows_cosine_schedule():
@@ -154,6 +177,8 @@ def test_moco_refuses_batch_larger_than_queue():
 
 
 def test_build_method_passes_the_batch_norm_and_gather_settings():
+    from conftest import make_splits
+
     from contrastive.config import PretrainConfig
     from contrastive.methods import build_method
     from contrastive.norm import SplitBatchNorm2d
@@ -161,19 +186,39 @@ def test_build_method_passes_the_batch_norm_and_gather_settings():
     def split_layers(module):
         return [m.splits for m in module.modules() if isinstance(m, SplitBatchNorm2d)]
 
-    moco_cfg = PretrainConfig(method="moco", batch_size=32, shuffle_bn=False).resolve(image_size=12, embedded=True)
-    moco = build_method(moco_cfg, *tiny_encoder())
-    assert moco.bn_splits == 8 and not moco.shuffle_bn  # the config's default for MoCo on one process
+    data = make_splits()
+    moco_cfg = PretrainConfig(method="moco", batch_size=32, method_options={"shuffle_bn": False}).resolve(data)
+    assert moco_cfg.method_options["bn_splits"] == 8  # MoCo's default on one process (its file's finish())
+    moco = build_method("moco", moco_cfg.method_options, *tiny_encoder())
+    assert moco.bn_splits == 8 and not moco.shuffle_bn
     assert split_layers(moco.encoder) == [8] * 4 and split_layers(moco.key_encoder) == [8] * 4
-    one = build_method(dataclasses.replace(moco_cfg, bn_splits=1), *tiny_encoder())
+    one = build_method("moco", dict(moco_cfg.method_options, bn_splits=1), *tiny_encoder())
     assert split_layers(one.encoder) == [] and one.shuffle_bn is False
-    simclr_cfg = PretrainConfig(method="simclr", gather=False).resolve(image_size=12, embedded=True)
-    assert build_method(simclr_cfg, *tiny_encoder()).gather is False
-    assert build_method(dataclasses.replace(simclr_cfg, gather=True), *tiny_encoder()).gather is True
+    two_ranks = PretrainConfig(method="moco", batch_size=32).resolve(data, world_size=2)
+    assert two_ranks.method_options["bn_splits"] == 1  # under torchrun each rank's BN is already local
+    simclr_cfg = PretrainConfig(method="simclr", method_options={"gather": False}).resolve(data)
+    assert build_method("simclr", simclr_cfg.method_options, *tiny_encoder()).gather is False
+    assert build_method("simclr", dict(simclr_cfg.method_options, gather=True), *tiny_encoder()).gather is True
+
+
+def test_method_options_come_from_the_method_file_and_unknown_ones_are_refused():
+    from conftest import make_splits
+
+    from contrastive.config import PretrainConfig
+    from contrastive.errors import ContrastiveError
+
+    data = make_splits()
+    simclr, moco, byol = (PretrainConfig(method=m).resolve(data).method_options for m in ("simclr", "moco", "byol"))
+    assert (simclr["temperature"], simclr["proj_dim"], simclr["head_layers"]) == (0.5, 128, 3)  # SimCLR / SimCLRv2
+    assert (moco["temperature"], moco["queue_size"], moco["ema"]) == (0.2, 4096, 0.99)  # MoCo v2, CIFAR demo
+    assert (byol["proj_dim"], byol["proj_hidden"], byol["ema"]) == (256, 4096, 0.996)  # BYOL sec. 3.3
+    assert PretrainConfig(method="byol", optimizer="lars").resolve(data).lr == 0.2  # BYOL's LARS base lr
+    with pytest.raises(ContrastiveError, match="--queue-size is not an option of simclr"):
+        PretrainConfig(method="simclr", method_options={"queue_size": 64}).resolve(data)
 
 
 def test_moco_with_bn_splits_steps_and_its_encoder_loads_into_a_plain_backbone():
-    from contrastive.backbones import small_cnn
+    from contrastive.image.backbones import small_cnn
 
     enc, d = tiny_encoder()
     model = MoCo(enc, d, 16, 8, temperature=0.2, queue_size=40, momentum=0.9, bn_splits=4)

@@ -5,10 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from contrastive.backbones import build_backbone
 from contrastive.errors import ContrastiveError
+from contrastive.evaluate.features import output_width
 from contrastive.evaluate.knn import knn_accuracy, knn_predict
 from contrastive.heads import byol_mlp, moco_head, simclr_head
+from contrastive.image.backbones import build_backbone
+from contrastive.image.data import ImageSet
+from contrastive.modality import Reader
 from contrastive.momentum import cosine_ema, ema_update, frozen_copy
 from contrastive.optim import LARS, build_optimizer, param_groups, warmup_cosine
 
@@ -131,15 +134,34 @@ def test_unknown_backbone_is_a_clear_error():
         build_backbone("resnet9")
 
 
-def test_limit_images_draws_from_every_class_and_is_stable():
-    from contrastive.data import ImageSet, limit_images
+def test_output_width_of_a_user_encoder_by_one_forward_pass():
+    # feature_dim(encoder, channels, size) became output_width(module, items, reader): the width of
+    # whatever the encoder returns on the first item, as the reader feeds it.
+    reader = Reader("image", {"channels": 1, "image_size": 16, "cifar_stem": False})
+    items = ImageSet(images=torch.zeros(3, 1, 16, 16, dtype=torch.uint8), labels=torch.zeros(3))
+    cnn, dim = build_backbone("small_cnn", in_channels=1)
+    assert output_width(cnn, items, reader) == dim == 128
+    assert output_width(nn.Flatten(), items, reader) == 16 * 16  # the reader's 16 px, one channel
+    # the item's own size is not what counts: the reader resizes 20 px images to its 16
+    larger = ImageSet(images=torch.zeros(2, 1, 20, 20, dtype=torch.uint8))
+    assert output_width(nn.Flatten(), larger, reader) == 16 * 16
+    cnn.train()
+    before = {k: v.clone() for k, v in cnn.state_dict().items()}
+    output_width(cnn, items, reader)
+    assert cnn.training  # the mode is given back ...
+    assert all(torch.equal(v, before[k]) for k, v in cnn.state_dict().items())  # ... and BN statistics are unchanged
+
+
+def test_limit_items_draws_from_every_class_and_is_stable():
+    from contrastive.subsets import limit_items
 
     labels = torch.arange(10).repeat_interleave(50)  # stored class by class, as folders and the digits are
     images = ImageSet(images=torch.zeros(500, 1, 2, 2, dtype=torch.uint8), labels=labels)
-    a, b = limit_images(images, 100), limit_images(images, 100)
+    a, b = limit_items(images, 100), limit_items(images, 100)
     assert len(a) == 100 and torch.equal(a.labels, b.labels)
     assert set(a.labels.tolist()) == set(range(10))
-    assert limit_images(images, None) is images and limit_images(images, 1000) is images
+    assert limit_items(images, None) is images and limit_items(images, 1000) is images
+    assert not torch.equal(limit_items(images, 100, seed=1).labels, a.labels)  # the seed picks the draw
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):

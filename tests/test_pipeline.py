@@ -7,7 +7,7 @@ import torch
 
 from contrastive.cli import main
 from contrastive.config import PretrainConfig
-from contrastive.evaluate.classify import Budget
+from contrastive.evaluate.fit import Budget
 from contrastive.pipeline import PipelineConfig, run_pipeline
 from contrastive.train import pretrain
 
@@ -26,7 +26,7 @@ def mnist_checkpoint(tmp_path_factory):
 
 
 def test_pipeline_quick_writes_results_matching_the_schema(tmp_path, tiny_data):
-    cfg = PipelineConfig(out=str(tmp_path / "p"), pretrain_epochs=1, batch_size=16, fractions=(0.25, 1.0),
+    cfg = PipelineConfig(out=str(tmp_path / "p"), pretrain=PretrainConfig(epochs=1, batch_size=16), fractions=(0.25, 1.0),
                          finetune=Budget(epochs=1, min_steps=2, batch_size=16),
                          supervised=Budget(epochs=1, min_steps=2, batch_size=16),
                          distill=Budget(epochs=1, min_steps=0, batch_size=16), tsne=False)
@@ -119,7 +119,7 @@ def test_supervised_command_trains_the_default_backbone_and_saves_it(tmp_path, c
     assert main(["supervised", "--label-fraction", "0.01", "--epochs", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "supervised small_cnn from random init on 40 labels" in printed
-    from contrastive.evaluate.export import load_classifier
+    from contrastive.evaluate.classifier import load_classifier
 
     model, meta = load_classifier(out / "classifier.pt")
     assert meta["backbone"] == "small_cnn" and len(meta["indices"]) == 40

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from contrastive.checkpoint import list_checkpoints, load_checkpoint
-from contrastive.config import PretrainConfig
 from contrastive.errors import ContrastiveError
 from contrastive.train import pretrain
+from conftest import tiny_config
 
 DRIVER = Path(__file__).parent / "fault_driver.py"
 STEPS_PER_EPOCH = 64 // 16  # tiny_data: 64 training images, batch 16
@@ -76,10 +76,7 @@ def test_sigkill_while_saving_keeps_the_previous_checkpoint_and_resume_is_exact(
 
 
 def tiny_cfg(tmp_path, method="simclr", **kw):
-    base = dict(method=method, backbone="small_cnn", epochs=2, batch_size=16, lr=0.1, proj_hidden=32,
-                pred_hidden=32, queue_size=64, out=str(tmp_path / "run"), knn_k=10, knn_every=0)
-    base.update(kw)
-    return PretrainConfig(**base)
+    return tiny_config(kw.pop("out", tmp_path / "run"), method, knn_every=0, **kw)
 
 
 def poison_steps(monkeypatch, bad_steps: set[int]):
@@ -123,7 +120,7 @@ def test_skip_nonfinite_gives_up_when_every_step_is_bad(tmp_path, tiny_data, mon
 
 @pytest.mark.parametrize("change, message", [
     (dict(backbone="resnet18"), "trained with backbone 'small_cnn', not 'resnet18'; pass --backbone small_cnn"),
-    (dict(proj_dim=64), "trained with proj_dim '128', not '64'; pass --proj-dim 128"),
+    (dict(method_options=dict(proj_dim=64)), "trained with proj_dim '128', not '64'; pass --proj-dim 128"),
 ])
 def test_resume_refuses_a_checkpoint_of_another_network(tmp_path, tiny_data, change, message):
     pretrain(tiny_cfg(tmp_path, epochs=1), data=tiny_data, log=lambda *_: None)

@@ -8,16 +8,13 @@ import torch
 
 from contrastive.checkpoint import latest_good_checkpoint, load_checkpoint, save_atomic
 from contrastive.cli import main
-from contrastive.config import PretrainConfig
 from contrastive.errors import ContrastiveError
 from contrastive.train import pretrain
+from conftest import tiny_config
 
 
 def tiny_cfg(tmp_path, method="simclr", **kw):
-    base = dict(method=method, backbone="small_cnn", epochs=2, batch_size=16, lr=0.1, proj_hidden=32,
-                pred_hidden=32, queue_size=64, out=str(tmp_path / "run"), knn_k=10)
-    base.update(kw)
-    return PretrainConfig(**base)
+    return tiny_config(kw.pop("out", tmp_path / "run"), method, **kw)
 
 
 def quiet(*_):
@@ -129,8 +126,11 @@ def test_cli_pretrain_end_to_end_on_embedded_digits(tmp_path, capsys):
     assert f"run folder: {out}" in printed
     assert "kNN top-1 (k=200): random-init encoder" in printed
     ckpt = load_checkpoint(out / "checkpoint-epoch0001.pt")
-    assert ckpt["data"] == {"name": "mnist", "channels": 1, "image_size": 28, "num_classes": 10,
-                            "classes": [str(i) for i in range(10)]}
+    assert ckpt["data"] == {"name": "mnist", "num_classes": 10, "classes": [str(i) for i in range(10)]}
+    assert ckpt["encoder"] == {"modality": "image", "backbone": "small_cnn", "feat_dim": 128, "neck": {
+        "prefix": "projector.", "keep": 1, "mlp": {"in_dim": 128, "hidden_dim": 128, "out_dim": 128, "num_layers": 3,
+                                                   "batch_norm": True, "last_bn": True}},
+        "inputs": {"channels": 1, "image_size": 28, "cifar_stem": True}}
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -167,4 +167,4 @@ def test_images_smaller_than_the_crop_are_upsampled(tmp_path, augment, capsys):
     assert main(["pretrain", "--data", f"folder:{tmp_path}", "--image-size", "24", "--backbone", "small_cnn",
                  "--batch-size", "4", "--epochs", "1", "--augment", augment, "--out", str(out)]) == 0
     ckpt = load_checkpoint(out / "checkpoint-epoch0001.pt")
-    assert ckpt["data"]["image_size"] == 24 and ckpt["step"] == 2
+    assert ckpt["encoder"]["inputs"]["image_size"] == 24 and ckpt["step"] == 2

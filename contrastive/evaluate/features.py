@@ -1,47 +1,48 @@
-"""Features of a dataset under an encoder, computed once in eval mode."""
+"""Features of a dataset under an encoder, computed once in eval mode, through the one batch producer."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from contrastive import distributed as dist
-from contrastive.augment import eval_transform
-from contrastive.data import ImageSet, Transformed
+from contrastive.batches import batches
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, images: ImageSet, image_size: int, channels: int,
-                     device: torch.device | str = "cpu", batch_size: int = 512,
-                     num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features (N, D) float32 on cpu, labels (N,) int64) with the encoder in eval mode.
+def extract_features(encoder: nn.Module, items, reader, device: torch.device | str = "cpu",
+                     batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (N, D) float32 on cpu, labels (N,) int64; -1 where unlabelled) with the encoder in eval mode.
 
-    Under torchrun each process encodes its contiguous share of the images and the shares
-    are gathered in order, so every process returns the same features of all N images.
+    `reader` (contrastive.modality.Reader) says how the encoder reads the items. Items held in
+    memory go through as whole batches of tensors; others through a DataLoader. Under torchrun
+    each process encodes its contiguous share and the shares are gathered in order, so every
+    process returns the same features of all N items.
     """
+    device = torch.device(device)
     was_training = encoder.training
     encoder.eval()
-    part = dist.shard(len(images))
-    mine = images if dist.world_size() == 1 else images.subset(range(part.start, part.stop))
-    loader = DataLoader(Transformed(mine, eval_transform(image_size, channels)), batch_size=batch_size,
-                        shuffle=False, num_workers=num_workers)
+    part = dist.shard(len(items))
+    order = torch.arange(part.start, part.stop, dtype=torch.long)
     feats, labels = [], []
-    for x, y in loader:
-        feats.append(encoder(x.to(device, non_blocking=True)).float())
-        labels.append(torch.as_tensor(y, device=device))
+    for views, y in batches(items, reader.eval_views(items), order, batch_size, device, epoch_seed=0):
+        feats.append(encoder(views[0]).float())
+        labels.append(y.long())
+    if not feats:  # this process's share of a tiny dataset is empty: it still takes part in the gather
+        views, _ = next(batches(items, reader.eval_views(items), torch.zeros(1, dtype=torch.long), 1, device,
+                                epoch_seed=0))
+        feats, labels = [encoder(views[0]).float()[:0]], [torch.empty(0, dtype=torch.long, device=device)]
     encoder.train(was_training)
-    out_dim = feats[0].shape[1] if feats else encoder_width(encoder, image_size, channels, device)
-    feats = torch.cat(feats) if feats else torch.empty(0, out_dim, device=device)
-    labels = torch.cat(labels).long() if labels else torch.empty(0, dtype=torch.long, device=device)
-    return dist.gather_uneven(feats).cpu(), dist.gather_uneven(labels).cpu()
+    return dist.gather_uneven(torch.cat(feats)).cpu(), dist.gather_uneven(torch.cat(labels)).cpu()
 
 
 @torch.no_grad()
-def encoder_width(encoder: nn.Module, image_size: int, channels: int, device) -> int:
-    """Feature width of the encoder (for a process whose share of a tiny dataset is empty)."""
-    was_training = encoder.training
-    encoder.eval()
-    width = encoder(torch.zeros(1, channels, image_size, image_size, device=device)).shape[1]
-    encoder.train(was_training)
+def output_width(module: nn.Module, items, reader, device: torch.device | str = "cpu") -> int:
+    """The width of a module's output on the first item (for user-supplied encoders)."""
+    was_training = module.training
+    module.eval()
+    views, _ = next(batches(items, reader.eval_views(items), torch.zeros(1, dtype=torch.long), 1, torch.device(device),
+                            epoch_seed=0))
+    width = module(views[0]).shape[1]
+    module.train(was_training)
     return width

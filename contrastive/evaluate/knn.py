@@ -35,11 +35,12 @@ def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.T
     return (preds == query_labels).float().mean().item()
 
 
-def encoder_knn_accuracy(encoder, bank_images, query_images, num_classes: int, image_size: int, channels: int,
-                         device="cpu", k: int = 200, temperature: float = 0.1) -> float:
-    """kNN top-1 of a frozen encoder: `bank_images` (labelled) as the memory bank, `query_images` as queries."""
+def encoder_knn_accuracy(encoder, bank_items, query_items, num_classes: int, reader, device="cpu", k: int = 200,
+                         temperature: float = 0.1) -> float:
+    """kNN top-1 of a frozen encoder: `bank_items` (labelled) as the memory bank, `query_items` as queries;
+    `reader` (contrastive.modality.Reader) says how the encoder reads them."""
     from contrastive.evaluate.features import extract_features
 
-    bank, bank_y = extract_features(encoder, bank_images, image_size, channels, device)
-    query, query_y = extract_features(encoder, query_images, image_size, channels, device)
+    bank, bank_y = extract_features(encoder, bank_items, reader, device)
+    query, query_y = extract_features(encoder, query_items, reader, device)
     return knn_accuracy(bank, bank_y, query, query_y, num_classes, k, temperature)

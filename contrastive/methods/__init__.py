@@ -1,34 +1,75 @@
-"""The methods: plain nn.Modules with one contract.
+"""The methods: plain nn.Modules with one contract, and the registry that names them.
 
-    loss, metrics = method(views)     # views: list of two (N, C, H, W) batches
-    method.update_target(progress)    # optional: EMA step after the optimizer step, progress = step / total
+    loss, metrics = method(views)     # views: a list of batches, one per view
+    method.update_target(progress)    # EMA step after the optimizer step, progress = step / total (a no-op
+                                      #   for methods without a target network)
     method.encoder                    # the backbone that evaluation uses
+    method.classifier_neck()          # what fine-tuning starts from beyond the encoder, or None
 
-They know nothing of optimizers, devices or logging. What multi-process training changes
-inside a method (SimCLR's gathered negatives, MoCo's shuffled keys and shared queue) goes
-through contrastive.distributed, whose helpers are identities on one process.
+A method file holds everything about its method: the module, an `Options` dataclass
+whose fields carry the defaults and where each comes from (the command line is generated
+from them), `BASE_LR` per optimizer, `SHAPE` (the options a resumed run must share),
+`VIEWS` (the name of the view recipe the data modality applies), `build(options,
+encoder, feat_dim)` and optionally `finish(options, world_size=, local_batch=)` for
+defaults that depend on the run. Adding a method is one file and one line in METHODS.
+
+Methods know nothing of optimizers, devices, logging or the kind of data. What
+multi-process training changes inside a method goes through contrastive.distributed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from types import ModuleType
+
 from torch import nn
 
+from contrastive.errors import ContrastiveError
+from contrastive.methods import byol, moco, simclr
 from contrastive.methods.byol import BYOL
 from contrastive.methods.moco import MoCo
 from contrastive.methods.simclr import SimCLR
 
-
-def build_method(cfg, encoder: nn.Module, feat_dim: int) -> nn.Module:
-    """The method module for a resolved PretrainConfig."""
-    hidden = cfg.proj_hidden or feat_dim  # SimCLRv2 / MoCo v2: hidden width = encoder width
-    if cfg.method == "simclr":
-        return SimCLR(encoder, feat_dim, hidden, cfg.proj_dim, cfg.head_layers, cfg.temperature, gather=cfg.gather)
-    if cfg.method == "moco":
-        return MoCo(encoder, feat_dim, hidden, cfg.proj_dim, cfg.head_layers, cfg.temperature,
-                    cfg.queue_size, cfg.ema, cfg.symmetric, bn_splits=cfg.bn_splits or 1, shuffle_bn=cfg.shuffle_bn)
-    if cfg.method == "byol":
-        return BYOL(encoder, feat_dim, cfg.proj_hidden or 4096, cfg.proj_dim, cfg.pred_hidden, cfg.ema)
-    raise ValueError(f"unknown method {cfg.method}")
+METHODS: dict[str, ModuleType] = {
+    "simclr": simclr,  # Chen et al. 2020
+    "moco": moco,  # MoCo v2: He et al. 2020, Chen et al. 2020
+    "byol": byol,  # Grill et al. 2020
+}
 
 
-__all__ = ["SimCLR", "MoCo", "BYOL", "build_method"]
+def method_names() -> tuple[str, ...]:
+    return tuple(METHODS)
+
+
+def method_module(name: str) -> ModuleType:
+    if name not in METHODS:
+        raise ContrastiveError(f"unknown method '{name}'; choose one of: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def resolve_options(name: str, given: dict, *, world_size: int = 1, local_batch: int = 1) -> dict:
+    """The method's options with `given` over its defaults, finished for the run; a plain dict.
+
+    A key that is not an option of this method is an error naming the method's options.
+    """
+    module = method_module(name)
+    known = {f.name for f in dataclasses.fields(module.Options)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        options = ", ".join("--" + k.replace("_", "-") for k in sorted(known))
+        raise ContrastiveError(f"{flags} is not an option of {name}; its options are: {options}")
+    options = module.Options(**given)
+    if hasattr(module, "finish"):
+        options = module.finish(options, world_size=world_size, local_batch=local_batch)
+    return dataclasses.asdict(options)
+
+
+def build_method(name: str, options: dict, encoder: nn.Module, feat_dim: int) -> nn.Module:
+    """The method module `name` around `encoder`, from resolved options (see resolve_options)."""
+    module = method_module(name)
+    return module.build(module.Options(**options), encoder, feat_dim)
+
+
+__all__ = ["SimCLR", "MoCo", "BYOL", "METHODS", "build_method", "method_module", "method_names",
+           "resolve_options"]

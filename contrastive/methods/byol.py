@@ -11,12 +11,31 @@ so the EMA target's weights stay equal too. The paper's global BN is --sync-bn.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+from contrastive.fields import opt
 
 from contrastive.heads import byol_mlp
 from contrastive.losses import byol_loss
 from contrastive.momentum import cosine_ema, ema_update, frozen_copy
+
+
+@dataclass(frozen=True)
+class Options:
+    proj_dim: int = opt(256, "projection output width (BYOL sec. 3.3: 256)")
+    proj_hidden: int = opt(4096, "projector hidden width (BYOL sec. 3.3: 4096)")
+    pred_hidden: int = opt(4096, "predictor hidden width (BYOL sec. 3.3: 4096)")
+    ema: float = opt(0.996, "base EMA rate tau of the target, raised to 1 on a cosine (BYOL sec. 3.3: 0.996)")
+
+
+# Base lr per 256 images: SGD 0.06 (lightly's CIFAR-10 benchmarks), LARS 0.2 x B/256 (BYOL sec. 3.3),
+# AdamW 1e-3 (not from the paper).
+BASE_LR = {"sgd": 0.06, "lars": 0.2, "adamw": 1e-3}
+SHAPE = ("proj_dim", "proj_hidden", "pred_hidden")  # options that shape the weights
+VIEWS = "byol"  # BYOL table 6: the asymmetric pair
 
 
 class BYOL(nn.Module):
@@ -46,6 +65,10 @@ class BYOL(nn.Module):
         loss = byol_loss(p1, z2) + byol_loss(p2, z1)
         return loss, {"tau": float(self.tau)}
 
+    def classifier_neck(self) -> None:
+        """Fine-tuning starts from the encoder alone (no head layer is kept)."""
+        return None
+
     @torch.no_grad()
     def update_target(self, progress: float) -> None:
         """EMA step with tau = cosine_ema(tau_base, k / K)."""
@@ -53,3 +76,7 @@ class BYOL(nn.Module):
         self.tau.fill_(tau)
         ema_update(self.target_encoder, self.encoder, tau)
         ema_update(self.target_projector, self.projector, tau)
+
+
+def build(options: Options, encoder: nn.Module, feat_dim: int) -> BYOL:
+    return BYOL(encoder, feat_dim, options.proj_hidden, options.proj_dim, options.pred_hidden, options.ema)

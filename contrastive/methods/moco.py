@@ -22,15 +22,54 @@ of each rank is over its own queries, and DDP's average makes it the global mean
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from contrastive import distributed as dist
+from contrastive.errors import ContrastiveError
+from contrastive.fields import opt
 from contrastive.heads import moco_head
 from contrastive.losses import info_nce
 from contrastive.momentum import ema_update, frozen_copy
 from contrastive.norm import convert_split_bn
+
+
+@dataclass(frozen=True)
+class Options:
+    temperature: float = opt(0.2, "InfoNCE temperature (MoCo v2, arXiv:2003.04297: 0.2)")
+    proj_dim: int = opt(128, "projection output width (MoCo: 128)")
+    proj_hidden: int | None = opt(None, "projection hidden width; default the encoder's width (MoCo v2: 2048 for ResNet-50)")
+    head_layers: int = opt(2, "projection head depth (MoCo v2: a 2-layer MLP, no BN)")
+    queue_size: int = opt(4096, "queue length K; the MoCo CIFAR demo finds 4096 saturates on CIFAR")
+    ema: float = opt(0.99, "key-encoder momentum m (MoCo CIFAR demo: 0.99; 0.999 in the paper at 200 ImageNet epochs)")
+    symmetric: bool = opt(False, "also swap the crops and add the second loss (the MoCo CIFAR demo's option); "
+                                 "off: the paper's asymmetric loss")
+    bn_splits: int | None = opt(None, "BN over this many groups of each process's batch; default 8 on one process "
+                                      "(the MoCo CIFAR demo's split BN, simulating 8 GPUs), 1 under torchrun")
+    shuffle_bn: bool = opt(True, "compute keys on a batch shuffled across processes / BN splits, so BN cannot leak "
+                                 "which key matches a query (MoCo sec. 3.3)")
+
+
+# Base lr per 256 images: SGD 0.06 (MoCo CIFAR demo), LARS 0.3 (as SimCLR), AdamW 1e-3 (not from the paper).
+BASE_LR = {"sgd": 0.06, "lars": 0.3, "adamw": 1e-3}
+SHAPE = ("proj_dim", "proj_hidden", "head_layers", "queue_size")  # options that shape the weights
+VIEWS = "moco"  # MoCo v2's "aug+" recipe
+
+
+def finish(options: Options, *, world_size: int, local_batch: int) -> Options:
+    """The defaults that depend on the run: BN splits. On one process MoCo simulates the paper's
+    8 GPUs with 8 BN groups (MoCo CIFAR demo); under torchrun each rank's BN is already local."""
+    splits = options.bn_splits
+    if splits is None:
+        splits = 8 if world_size == 1 and local_batch % 8 == 0 else 1
+    if splits < 1 or local_batch % splits:
+        raise ContrastiveError(f"--bn-splits {splits} must be at least 1 and divide the batch of each process "
+                               f"({local_batch}); pass a divisor of {local_batch}")
+    return dataclasses.replace(options, bn_splits=splits)
 
 
 class MoCo(nn.Module):
@@ -91,8 +130,18 @@ class MoCo(nn.Module):
         self.queue[idx] = keys.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
+    def classifier_neck(self) -> None:
+        """Fine-tuning starts from the encoder alone (no head layer is kept)."""
+        return None
+
     @torch.no_grad()
     def update_target(self, progress: float) -> None:
         """Momentum update (constant m, MoCo eq. 2); `progress` is unused."""
         ema_update(self.key_encoder, self.encoder, self.momentum)
         ema_update(self.key_projector, self.projector, self.momentum)
+
+
+def build(options: Options, encoder: nn.Module, feat_dim: int) -> MoCo:
+    return MoCo(encoder, feat_dim, options.proj_hidden or feat_dim, options.proj_dim, options.head_layers,
+                options.temperature, options.queue_size, options.ema, options.symmetric,
+                bn_splits=options.bn_splits or 1, shuffle_bn=options.shuffle_bn)

@@ -11,12 +11,32 @@ CIFAR batch sizes that is small. With `gather` off each rank contrasts its own b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from contrastive import distributed as dist
-from contrastive.heads import simclr_head
+from contrastive.fields import opt
+from contrastive.heads import mlp
 from contrastive.losses import nt_xent
+
+
+@dataclass(frozen=True)
+class Options:
+    temperature: float = opt(0.5, "NT-Xent softmax temperature (SimCLR appendix B.9: 0.5 for CIFAR-10)")
+    proj_dim: int = opt(128, "projection output width (SimCLR sec. 2.1: 128)")
+    proj_hidden: int | None = opt(None, "projection hidden width; default the encoder's width (SimCLRv2 sec. 2)")
+    head_layers: int = opt(3, "projection head depth (SimCLRv2 sec. 2: 3 layers with BN; v1: 2)")
+    gather: bool = opt(True, "under torchrun: negatives from the global batch of every process, exact gradients")
+
+
+# Base lr per 256 images, by optimizer. SGD 0.06: the MoCo CIFAR demo's recipe, which lightly's
+# CIFAR-10 benchmarks use for SimCLR too; LARS 0.3 x B/256: SimCLR appendix B.1; AdamW: a common
+# small-batch choice, not from the paper.
+BASE_LR = {"sgd": 0.06, "lars": 0.3, "adamw": 1e-3}
+SHAPE = ("proj_dim", "proj_hidden", "head_layers")  # options that shape the weights: a resume must share them
+VIEWS = "simclr"  # the modality's view recipe (images: SimCLR appendix A)
 
 
 class SimCLR(nn.Module):
@@ -24,9 +44,22 @@ class SimCLR(nn.Module):
                  head_layers: int = 3, temperature: float = 0.5, gather: bool = True):
         super().__init__()
         self.encoder = encoder
-        self.projector = simclr_head(feat_dim, proj_hidden, proj_dim, head_layers)
+        # SimCLR(v2) head: BN on every layer, an affine-free BN after the output (the official code).
+        self.head_shape = dict(in_dim=feat_dim, hidden_dim=proj_hidden, out_dim=proj_dim, num_layers=head_layers,
+                               batch_norm=True, last_bn=True)
+        self.projector = mlp(**self.head_shape)
         self.temperature = temperature
         self.gather = gather  # negatives from every rank (a no-op on one process)
+
+    def classifier_neck(self) -> dict | None:
+        """What fine-tuning starts from beyond the encoder: the first head layer (SimCLRv2 sec. 2).
+        With a one-layer head that layer is the output projection, not a hidden layer: nothing to keep."""
+        if len(self.projector) < 2:
+            return None
+        return {"prefix": "projector.", "keep": 1, "mlp": self.head_shape}
+
+    def update_target(self, progress: float) -> None:
+        """SimCLR has no target network."""
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         x1, x2 = views
@@ -38,3 +71,8 @@ class SimCLR(nn.Module):
             # (N, proj_dim) each, ranks in order, so row i of z1 and of z2 are still one image's views
             z1, z2 = dist.gather_with_grad(z1), dist.gather_with_grad(z2)
         return nt_xent(z1, z2, self.temperature), {}
+
+
+def build(options: Options, encoder: nn.Module, feat_dim: int) -> SimCLR:
+    return SimCLR(encoder, feat_dim, options.proj_hidden or feat_dim, options.proj_dim, options.head_layers,
+                  options.temperature, gather=options.gather)

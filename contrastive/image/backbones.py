@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 from torch import nn
 
 from contrastive.errors import ContrastiveError
@@ -82,13 +81,3 @@ def build_backbone(name: str, in_channels: int = 3, cifar_stem: bool = False) ->
             f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}, or timm:<name> with timm installed"
         )
     return BACKBONES[name](in_channels=in_channels, cifar_stem=cifar_stem)
-
-
-@torch.no_grad()
-def feature_dim(encoder: nn.Module, in_channels: int, size: int) -> int:
-    """The width of an encoder's output, found by one forward pass (for user-supplied encoders)."""
-    was_training = encoder.training
-    encoder.eval()
-    out = encoder(torch.zeros(2, in_channels, size, size))
-    encoder.train(was_training)
-    return out.shape[1]

@@ -1,4 +1,4 @@
-"""Batch augmentation: the view recipes of `augment`, applied to a whole batch at once.
+"""Batch augmentation: a view recipe of `augment`, applied to a whole batch at once.
 
 The per-image torchvision pipeline spends about a millisecond per pair of views on a 28 px
 digit, and that dominates pretraining time on small images. Here one recipe is applied to a uint8 batch
@@ -8,26 +8,23 @@ transforms in `augment` (crop boxes, jitter factors and order, probabilities); t
 details differ: the resize is bilinear without antialiasing, and the colour operations
 run on float images rather than rounding to uint8 between steps.
 
-`batch_method_views` reads the recipes straight out of `augment.method_views`, so the two
-paths cannot drift apart: a transform it does not know is an error, not a silent skip.
+`BatchAugment(recipe)` and `recipe.per_image()` are built from the same `augment.ViewRecipe`,
+so the two paths cannot drift apart.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass
 from functools import lru_cache, partial
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
-from contrastive import augment
-from contrastive.augment import MEAN, STD
+from contrastive.image.augment import BLUR_SIGMA, MEAN, STD, ViewRecipe, blur_kernel_size, method_recipes
 
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect-ratio range (width / height)
 CROP_TRIES = 10  # RandomResizedCrop draws up to 10 boxes before it falls back to a centre crop
-SIGMA = (0.1, 2.0)  # Gaussian blur sigma range, in pixels (SimCLR appendix A)
 LUMA = (0.2989, 0.587, 0.114)  # torchvision's RGB -> grayscale weights
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")  # the op ids of `order`, as in ColorJitter
 
@@ -39,51 +36,16 @@ def _constant(values: tuple, device, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor(values, device=device, dtype=dtype)
 
 
-def blur_kernel_size(size: int) -> int:
-    """10% of the side, odd, at least 3 (the kernel `augment.blur` uses)."""
-    return max(3, int(0.1 * size) // 2 * 2 + 1)
-
-
 @dataclass(frozen=True)
 class BatchAugment:
     """One view recipe applied to a whole batch, every sample with its own random parameters.
 
-    The steps and their order are those of the per-image recipes: random resized crop
-    (scale min_scale..1, aspect 3/4..4/3) and horizontal flip, colour jitter with
-    probability jitter_p (ops in a random order per sample), grayscale, Gaussian blur,
-    solarize, then normalisation with augment.MEAN / STD.
+    The steps, their order and their probabilities are the recipe's (see ViewRecipe):
+    random resized crop and horizontal flip, colour jitter (ops in a random order per
+    sample), grayscale, Gaussian blur, solarize, then normalisation with MEAN / STD.
     """
 
-    size: int  # output side, pixels
-    channels: int  # 1 or 3
-    _: KW_ONLY
-    min_scale: float  # smallest crop area, as a fraction of the image
-    flip: bool  # horizontal flip with probability 0.5
-    jitter: tuple[float, float, float, float] | None  # brightness, contrast, saturation, hue strengths (ColorJitter's)
-    jitter_p: float
-    gray_p: float
-    blur_p: float
-    solarize_p: float
-
-    def __post_init__(self):
-        if self.channels not in MEAN:
-            raise ValueError(f"channels must be one of {sorted(MEAN)}, got {self.channels}")
-        if not 0 < self.min_scale <= 1:
-            raise ValueError(f"min_scale must lie in (0, 1], got {self.min_scale}")
-        for name in ("jitter_p", "gray_p", "blur_p", "solarize_p"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
-        if self.jitter is not None:
-            if len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5:
-                raise ValueError(f"jitter must be 4 non-negative strengths with hue <= 0.5, got {self.jitter}")
-            if self.channels == 1 and (self.jitter[2] > 0 or self.jitter[3] > 0):
-                raise ValueError("saturation and hue jitter need colour images")
-        if self.channels == 1 and self.gray_p > 0:
-            raise ValueError("random grayscale needs colour images")
-
-    @property
-    def kernel_size(self) -> int:
-        return blur_kernel_size(self.size)
+    recipe: ViewRecipe  # what the view is; recipe.per_image() is the same view, image by image
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (N, C, H, W) -> float32 (N, C, size, size), normalised. Random draws come from
@@ -104,25 +66,27 @@ class BatchAugment:
         scale_u, ratio_u, u = u.split([CROP_TRIES, CROP_TRIES, 16], dim=1)
         box = self._crop_boxes(scale_u, ratio_u, u[:, 0], u[:, 1], height, width)
 
-        strengths = self.jitter or (0.0, 0.0, 0.0, 0.0)
+        r = self.recipe
+        strengths = r.jitter or (0.0, 0.0, 0.0, 0.0)
         low = _constant(tuple(max(0.0, 1 - s) for s in strengths[:3]) + (-strengths[3],), device)
         high = _constant(tuple(1 + s for s in strengths[:3]) + (strengths[3],), device)
         return {
             "box": box,
-            "flip": u[:, 2] < (0.5 if self.flip else 0.0),
-            "jitter": u[:, 3] < (self.jitter_p if self.jitter is not None else 0.0),
+            "flip": u[:, 2] < (0.5 if r.flip else 0.0),
+            "jitter": u[:, 3] < (r.jitter_p if r.jitter is not None else 0.0),
             "factors": low + (high - low) * u[:, 4:8],  # a zero strength gives the neutral factor
             "order": u[:, 8:12].argsort(dim=1),  # a uniform random permutation per sample
-            "gray": u[:, 12] < self.gray_p,
-            "blur": u[:, 13] < self.blur_p,
-            "sigma": SIGMA[0] + (SIGMA[1] - SIGMA[0]) * u[:, 14],
-            "solarize": u[:, 15] < self.solarize_p,
+            "gray": u[:, 12] < r.gray_p,
+            "blur": u[:, 13] < r.blur_p,
+            "sigma": BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[:, 14],
+            "solarize": u[:, 15] < r.solarize_p,
         }
 
     def _crop_boxes(self, scale_u, ratio_u, top_u, left_u, height: int, width: int) -> torch.Tensor:
         """RandomResizedCrop's boxes for a batch: the first of CROP_TRIES draws that fits, else
         the central crop clamped to the ratio range. Returns (n, 4) long: top, left, height, width."""
-        area = height * width * (self.min_scale + (1 - self.min_scale) * scale_u)  # (n, tries)
+        min_scale = self.recipe.min_scale
+        area = height * width * (min_scale + (1 - min_scale) * scale_u)  # (n, tries)
         log_lo, log_hi = math.log(RATIO[0]), math.log(RATIO[1])
         ratio = torch.exp(log_lo + (log_hi - log_lo) * ratio_u)
         w = torch.sqrt(area * ratio).round()
@@ -148,28 +112,30 @@ class BatchAugment:
     def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """The recipe with the given parameters: deterministic. `images` is uint8, or float in [0, 1].
         Steps this recipe never uses (probability 0) are skipped whatever the masks say."""
-        if images.dim() != 4 or images.shape[1] != self.channels:
-            raise ValueError(f"expected images (N, {self.channels}, H, W), got {tuple(images.shape)}")
+        r = self.recipe
+        if images.dim() != 4 or images.shape[1] != r.channels:
+            raise ValueError(f"expected images (N, {r.channels}, H, W), got {tuple(images.shape)}")
         # Crop first, so that everything after runs on size x size images; the crop is linear,
         # so scaling uint8 to [0, 1] can wait until after it.
-        x = resized_crop(images.float(), params["box"], params["flip"], self.size)  # (N, C, size, size)
+        x = resized_crop(images.float(), params["box"], params["flip"], r.size)  # (N, C, size, size)
         if images.dtype == torch.uint8:
             x.div_(255)
         # Each step below changes only the samples it applies to (see on_samples).
-        if self.jitter is not None and self.jitter_p > 0:
+        if r.jitter is not None and r.jitter_p > 0:
             for k in range(4):  # in round k every jittered sample takes the k-th op of its own order
-                for op, strength in enumerate(self.jitter):
+                for op, strength in enumerate(r.jitter):
                     if strength > 0:
                         due = params["jitter"] & (params["order"][:, k] == op)
                         x = on_samples(x, due, JITTER_KERNELS[op], params["factors"][:, op])
-        if self.gray_p > 0:
+        if r.gray_p > 0:
             x = on_samples(x, params["gray"], lambda y: grayscale(y).expand_as(y).contiguous())
-        if self.blur_p > 0:
-            x = on_samples(x, params["blur"], partial(gaussian_blur, kernel_size=self.kernel_size), params["sigma"])
-        if self.solarize_p > 0:
+        if r.blur_p > 0:
+            blur = partial(gaussian_blur, kernel_size=blur_kernel_size(r.size))
+            x = on_samples(x, params["blur"], blur, params["sigma"])
+        if r.solarize_p > 0:
             x = on_samples(x, params["solarize"], solarize)
-        mean = _constant(MEAN[self.channels], x.device).view(1, -1, 1, 1)
-        std = _constant(STD[self.channels], x.device).view(1, -1, 1, 1)
+        mean = _constant(MEAN[r.channels], x.device).view(1, -1, 1, 1)
+        std = _constant(STD[r.channels], x.device).view(1, -1, 1, 1)
         return x.sub_(mean).div_(std)
 
 
@@ -289,50 +255,9 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     return y.view(n, c, height, width)
 
 
-# --- the recipes of `augment`, read from its v2 pipelines ---------------------------------
-
-
-def batch_view(view: v2.Compose) -> BatchAugment:
-    """The BatchAugment equivalent of one per-image recipe from `augment`."""
-    found = dict(flip=False, jitter=None, jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0)
-    size = channels = None
-    for step in view.transforms:
-        p = step.p if isinstance(step, v2.RandomApply) else 1.0
-        if isinstance(step, v2.RandomApply):
-            if len(step.transforms) != 1:
-                raise ValueError(f"no batch equivalent for {step}")
-            step = step.transforms[0]
-        if isinstance(step, v2.RandomResizedCrop) and p == 1 and step.scale[1] == 1.0 \
-                and tuple(step.ratio) == RATIO and step.size[0] == step.size[1]:
-            size, found["min_scale"] = step.size[0], step.scale[0]
-        elif isinstance(step, v2.RandomHorizontalFlip) and p == 1 and step.p == 0.5:
-            found["flip"] = True
-        elif isinstance(step, v2.ColorJitter):
-            ranges = (step.brightness, step.contrast, step.saturation)
-            # ColorJitter keeps ranges (max(0, 1 - s), 1 + s) and (-h, h); rounding undoes 1 + s - 1's float error.
-            strengths = [0.0 if r is None else r[1] - 1 for r in ranges] + [step.hue[1] if step.hue else 0.0]
-            found["jitter"] = tuple(round(s, 12) for s in strengths)
-            found["jitter_p"] = p
-        elif isinstance(step, v2.RandomGrayscale) and p == 1:
-            found["gray_p"] = step.p
-        elif isinstance(step, v2.GaussianBlur) and tuple(step.sigma) == SIGMA:
-            found["blur_p"], kernel = p, tuple(step.kernel_size)
-        elif isinstance(step, v2.RandomSolarize) and p == 1 and step.threshold == 128:  # uint8 half range
-            found["solarize_p"] = step.p
-        elif isinstance(step, v2.ToDtype) and step.scale:
-            pass
-        elif isinstance(step, v2.Normalize) and any(tuple(step.mean) == m and tuple(step.std) == STD[c]
-                                                    for c, m in MEAN.items()):
-            channels = len(step.mean)
-        else:
-            raise ValueError(f"no batch equivalent for {step}")
-    if size is None or channels is None:
-        raise ValueError("a view recipe needs a RandomResizedCrop and a Normalize")
-    if found["blur_p"] > 0 and kernel != (blur_kernel_size(size),) * 2:
-        raise ValueError(f"blur kernel {kernel} differs from the batch kernel {blur_kernel_size(size)}")
-    return BatchAugment(size, channels, **found)
+# --- the named recipes of `augment`, batched --------------------------------------------
 
 
 def batch_method_views(method: str, size: int, channels: int, strength: float = 1.0) -> list[BatchAugment]:
-    """The two-view recipe of `augment.method_views`, one BatchAugment per view."""
-    return [batch_view(view) for view in augment.method_views(method, size, channels, strength).transforms]
+    """The two views of `augment.method_recipes`, one BatchAugment per view."""
+    return [BatchAugment(recipe) for recipe in method_recipes(method, size, channels, strength)]

@@ -1,0 +1,146 @@
+"""The image modality: decoding, view recipes, backbones, channels and sizes live here, and only here.
+
+It is one object, IMAGE, with the interface described in contrastive.modality. The rest of
+the package asks it for data, views and encoders and never looks at a pixel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from contrastive.batches import Views
+from contrastive.errors import ContrastiveError
+from contrastive.fields import opt
+
+AUGMENT_MODES = ("auto", "batch", "per-image")
+SMALL = 64  # images of at most this side are "small": CIFAR stem, CIFAR colour strength (SimCLR appendix B.9)
+
+
+@dataclass(frozen=True)
+class Options:
+    image_size: int | None = opt(None, "side of the square views in pixels; default the data's own")
+    cifar_stem: bool | None = opt(None, "ResNet stem for small images: 3x3 stride-1 conv, no max-pool (SimCLR "
+                                        "appendix B.9); default on for images of 64 px or less")
+    color_strength: float | None = opt(None, "SimCLR colour-jitter strength s; default 0.5 for images of 64 px or "
+                                             "less (SimCLR CIFAR-10), else 1.0")
+    augment: str = opt("auto", "auto: augment whole batches as tensors (on the GPU when there is one) when the "
+                               "images fit in memory, else per image with torchvision v2; the distributions are "
+                               "the same", choices=AUGMENT_MODES)
+    # Channels-last activations: on a 2-core AMX CPU a SimCLR ResNet-18 step went 27.3 -> 36.1 pairs/s
+    # (bf16; benchmarks/lightly_compare.py profile); the same layout suits cuDNN's tensor cores.
+    channels_last: bool = opt(True, "train in the channels-last memory layout (faster convolutions on CPU and GPU)")
+    skip_bad_images: bool = opt(False, "leave unreadable image files out (counted in the log) instead of stopping")
+
+
+def _in_layout(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+class ImageModality:
+    name = "image"
+    noun = "images"
+    Options = Options
+    load_options = ("skip_bad_images",)  # the options reading data takes (every command that reads data has them)
+    specs = "omit --data (embedded MNIST digits), folder:DIR, cifar10:DIR, cifar100:DIR"
+
+    @staticmethod
+    def claims(spec: str | None) -> bool:
+        if spec is None or spec.strip().lower() == "mnist":
+            return True
+        return spec.partition(":")[0].strip().lower() in ("folder", "cifar10", "cifar100")
+
+    @staticmethod
+    def load(spec: str | None, given: dict):
+        from contrastive.image.data import load_data
+
+        return load_data(spec, skip_bad=bool(given.get("skip_bad_images", False)))
+
+    @staticmethod
+    def resolve(given: dict, data) -> dict:
+        """Options for `data` with every None default filled; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(Options)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ContrastiveError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} is not an option of "
+                                   f"image data")
+        o = Options(**given)
+        if o.augment not in AUGMENT_MODES:
+            raise ContrastiveError(f"unknown augment '{o.augment}'; choose one of: {', '.join(AUGMENT_MODES)}")
+        size = o.image_size or data.image_size
+        return dataclasses.asdict(dataclasses.replace(
+            o, image_size=size,
+            cifar_stem=size <= SMALL if o.cifar_stem is None else o.cifar_stem,
+            color_strength=o.color_strength or (0.5 if size <= SMALL else 1.0)))
+
+    @staticmethod
+    def default_backbone(data) -> str:
+        """small_cnn on the embedded digits (trains in minutes on 2 CPU cores), resnet18 elsewhere."""
+        return "small_cnn" if data.name == "mnist" else "resnet18"
+
+    @staticmethod
+    def encoder_inputs(data, options: dict) -> dict:
+        return {"channels": data.channels, "image_size": options["image_size"], "cifar_stem": options["cifar_stem"]}
+
+    @staticmethod
+    def build_encoder(backbone: str, inputs: dict):
+        from contrastive.image.backbones import build_backbone
+
+        return build_backbone(backbone, inputs["channels"], bool(inputs.get("cifar_stem")))
+
+    @staticmethod
+    def check_inputs(inputs: dict, data, path) -> None:
+        if data.channels != inputs["channels"]:
+            raise ContrastiveError(
+                f"{path} was trained on {inputs['channels']}-channel images, the data ({data.name}) has "
+                f"{data.channels}; pass the --data it was trained on")
+
+    @staticmethod
+    def pretrain_views(recipe: str, dataset, inputs: dict, options: dict) -> Views:
+        from contrastive.image.augment import MultiView, method_recipes
+        from contrastive.image.batch_augment import BatchAugment
+
+        recipes = method_recipes(recipe, inputs["image_size"], inputs["channels"], options["color_strength"])
+        per_item = MultiView([r.per_image() for r in recipes])
+        place = _in_layout if options["channels_last"] else Views.place
+        if options["augment"] == "batch" and not dataset.in_memory:
+            raise ContrastiveError("--augment batch needs images of one size decoded in memory; this folder is read "
+                                   "file by file (mixed sizes or too many files); use --augment per-image")
+        if options["augment"] == "per-image":
+            return Views(per_item, None, place)
+        augs = [BatchAugment(r) for r in recipes]
+        return Views(per_item, lambda images, g: [aug(images, g) for aug in augs], place)
+
+    @staticmethod
+    def classifier_views(dataset, inputs: dict, augment: bool) -> Views:
+        """Crop and flip (SimCLRv2 sec. 3 fine-tunes with only these) or none; batched when the images
+        are in memory at the training size."""
+        from contrastive.image.augment import MultiView, classifier_recipe
+        from contrastive.image.batch_augment import BatchAugment
+
+        size, channels = inputs["image_size"], inputs["channels"]
+        if not augment:
+            return ImageModality.eval_views(dataset, inputs)
+        recipe = classifier_recipe(size, channels)
+        batched = None
+        if dataset.in_memory and tuple(dataset.images.shape[-2:]) == (size, size):
+            aug = BatchAugment(recipe)
+            batched = lambda images, g: [aug(images, g)]  # noqa: E731
+        return Views(MultiView([recipe.per_image()]), batched)
+
+    @staticmethod
+    def eval_views(dataset, inputs: dict) -> Views:
+        """Resize the short side, centre-crop, normalise: the same v2 ops on one image or a batch."""
+        from contrastive.image.augment import MultiView, eval_transform
+
+        transform = eval_transform(inputs["image_size"], inputs["channels"])
+        return Views(MultiView([transform]), lambda images, g: [transform(images)])
+
+    @staticmethod
+    def prepare_model(model: torch.nn.Module, options: dict) -> torch.nn.Module:
+        return model.to(memory_format=torch.channels_last) if options["channels_last"] else model
+
+
+IMAGE = ImageModality()

@@ -1,0 +1,101 @@
+"""The modality seam: what a kind of data provides, so methods, the loop and evaluation need not know it.
+
+A modality (images today; token sequences of source code next) is an object with:
+
+    name                          "image"
+    noun                          what one item is called in messages ("images")
+    specs                         the --data specs it reads, for messages
+    load_options                  names of its Options that reading data takes (every command that reads data)
+    Options                       a frozen dataclass of its flags (sizes, view strength, ...)
+    claims(spec) -> bool          whether a --data spec is its own
+    load(spec, given)             the data (given: the options typed, e.g. skip unreadable files): .train / .test sets of items (len, labels, subset,
+                                  in_memory / take for the batched path), .name, .num_classes, .classes
+    resolve(given, data) -> dict  its options for this data, defaults filled in
+    default_backbone(data)        the encoder to use when --backbone is not given
+    encoder_inputs(data, options) what rebuilding the encoder and reading its inputs needs (a dict
+                                  saved in every checkpoint, opaque to everyone else)
+    build_encoder(backbone, inputs) -> (module, feature width)
+    check_inputs(inputs, data, path)  refuses data the encoder cannot read (one-line error)
+    pretrain_views(recipe, dataset, inputs, options) -> Views   # recipe: the method's VIEWS name
+    classifier_views(dataset, inputs, augment) -> Views
+    eval_views(dataset, inputs) -> Views
+    prepare_model(model, options) -> model     # e.g. a memory layout
+
+This module keeps the registry: one line per modality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contrastive.batches import Views
+from contrastive.errors import ContrastiveError
+from contrastive.image import IMAGE
+
+MODALITIES = {
+    IMAGE.name: IMAGE,
+}
+
+
+def modality_named(name: str):
+    if name not in MODALITIES:
+        raise ContrastiveError(f"unknown data modality '{name}'; this version knows: {', '.join(MODALITIES)}")
+    return MODALITIES[name]
+
+
+def modality_for(spec: str | None):
+    """The modality whose data spec this is (`None`: the embedded default data)."""
+    for modality in MODALITIES.values():
+        if modality.claims(spec):
+            return modality
+    accepted = "; ".join(m.specs for m in MODALITIES.values())
+    raise ContrastiveError(f"unknown data spec {spec!r}; use one of: {accepted}")
+
+
+def modality_of(data):
+    return modality_named(data.modality)
+
+
+def load_data(spec: str | None, options: dict | None = None):
+    """The data named by `spec`, read by the modality that claims it; `options`: that modality's."""
+    return modality_for(spec).load(spec, options or {})
+
+
+def option_classes() -> dict[str, type]:
+    return {name: m.Options for name, m in MODALITIES.items()}
+
+
+@dataclass(frozen=True)
+class Reader:
+    """How an encoder reads its items: the modality's name and the inputs dict saved with the encoder.
+
+    Evaluation holds one of these instead of sizes or channels, so it never looks inside the data."""
+
+    modality: str
+    inputs: dict
+
+    @property
+    def handler(self):
+        return modality_named(self.modality)
+
+    def eval_views(self, dataset) -> Views:
+        return self.handler.eval_views(dataset, self.inputs)
+
+    def classifier_views(self, dataset, augment: bool) -> Views:
+        return self.handler.classifier_views(dataset, self.inputs, augment)
+
+    def build_encoder(self, backbone: str):
+        return self.handler.build_encoder(backbone, self.inputs)
+
+    def check(self, data, path) -> None:
+        """One-line error when `data` is not what this encoder reads."""
+        if data.modality != self.modality:
+            raise ContrastiveError(f"{path} was trained on {self.modality} data, not {data.modality} ({data.name}); "
+                                   f"pass the --data it was trained on")
+        self.handler.check_inputs(self.inputs, data, path)
+
+
+def reader_for(data, data_options: dict) -> Reader:
+    """How an encoder trained on `data` with these resolved modality options reads its items."""
+    modality = modality_of(data)
+    return Reader(modality.name, modality.encoder_inputs(data, data_options))
