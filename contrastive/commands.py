@@ -195,10 +195,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pipeline(args: argparse.Namespace) -> int:
-    from contrastive.pipeline import QUICK, PipelineConfig, matched_baseline, run_pipeline
+def pipeline_config(args: argparse.Namespace):
+    """The typed flags over the defaults, or over the --quick preset: a typed flag always wins."""
+    from contrastive.pipeline import QUICK, PipelineConfig, matched_baseline
 
     overrides = matched_baseline(given(args, PipelineConfig, exclude=("pretrain",)))
     overrides["pretrain"] = pretrain_config(args, exclude=("out", "resume"))
-    run_pipeline(build(PipelineConfig, QUICK if args.quick else PipelineConfig(), overrides))
+    return build(PipelineConfig, QUICK if args.quick else PipelineConfig(), overrides)
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from contrastive.pipeline import run_pipeline
+
+    run_pipeline(pipeline_config(args))
     return 0

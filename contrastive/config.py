@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from contrastive.errors import ContrastiveError
 from contrastive.fields import opt
-from contrastive.methods import method_module, method_names, resolve_options
+from contrastive.methods import DEFAULT_METHOD, method_module, method_names, resolve_options
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -47,7 +47,7 @@ class KnnConfig:
 @dataclass(frozen=True)
 class PretrainConfig:
     # --- what to train -------------------------------------------------------------
-    method: str = opt("simclr", "the pretraining method (its own options are listed below)", choices=method_names)
+    method: str = opt(DEFAULT_METHOD, "the pretraining method (its own options are listed below)", choices=method_names)
     data: str | None = opt(None, DATA_HELP)
     backbone: str | None = opt(None, "the encoder: small_cnn, resnet18/34/50/101/152, or timm:<name>; default: "
                                      "the data's choice (small_cnn on the embedded digits, resnet18 on other images)")

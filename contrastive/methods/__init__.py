@@ -36,6 +36,8 @@ METHODS: dict[str, ModuleType] = {
     "byol": byol,  # Grill et al. 2020
 }
 
+DEFAULT_METHOD = "simclr"  # the method of the SimCLRv2 few-label recipe (Chen et al. 2020)
+
 
 def method_names() -> tuple[str, ...]:
     return tuple(METHODS)
@@ -71,5 +73,5 @@ def build_method(name: str, options: dict, encoder: nn.Module, feat_dim: int) ->
     return module.build(module.Options(**options), encoder, feat_dim)
 
 
-__all__ = ["SimCLR", "MoCo", "BYOL", "METHODS", "build_method", "method_module", "method_names",
+__all__ = ["SimCLR", "MoCo", "BYOL", "METHODS", "DEFAULT_METHOD", "build_method", "method_module", "method_names",
            "resolve_options"]
