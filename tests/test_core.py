@@ -146,3 +146,50 @@ def test_features_of_in_memory_items_go_through_the_tensor_path(monkeypatch):
     feats, labels = extract_features(encoder, data.train, reader, batch_size=16)
     by_hand = torch.stack([eval_transform(16, 1)(img).flatten() for img in data.train.images])
     assert torch.equal(feats, by_hand) and torch.equal(labels, data.train.labels)
+
+
+# --- a new method is one file and one registry line ----------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ToyOptions:
+    from contrastive.fields import opt
+
+    toy_scale: float = opt(2.0, "how far apart the toy method pushes the two views' embeddings")
+
+
+class ToyMethod(torch.nn.Module):
+    """What a method file holds, at its smallest: negative cosine similarity of the two views."""
+
+    def __init__(self, encoder, scale: float):
+        super().__init__()
+        self.encoder, self.scale = encoder, scale
+
+    def forward(self, views):
+        z1, z2 = (torch.nn.functional.normalize(self.encoder(v), dim=1) for v in views)
+        return -self.scale * (z1 * z2).sum(1).mean(), {}
+
+    def update_target(self, progress):
+        pass
+
+    def classifier_neck(self):
+        return None
+
+
+def test_a_new_method_needs_one_module_and_one_registry_line(tmp_path, tiny_data, monkeypatch, capsys):
+    import types
+
+    from contrastive.methods import METHODS
+
+    toy = types.ModuleType("toy")
+    toy.Options, toy.BASE_LR, toy.SHAPE, toy.VIEWS = ToyOptions, {"sgd": 0.05, "lars": 0.1, "adamw": 1e-3}, (), "simclr"
+    toy.build = lambda options, encoder, feat_dim: ToyMethod(encoder, options.toy_scale)
+    monkeypatch.setitem(METHODS, "toy", toy)  # the one registry line
+    assert parse(["pretrain", "--method", "toy", "--toy-scale", "3"]).toy_scale == 3.0
+    result = pretrain(PretrainConfig(method="toy", backbone="small_cnn", epochs=1, batch_size=16,
+                                     method_options={"toy_scale": 3.0}, out=str(tmp_path / "run")),
+                      data=tiny_data, log=quiet)
+    assert result.config.lr == 0.05 and result.config.method_options == {"toy_scale": 3.0}
+    assert result.model.scale == 3.0 and result.knn_final is not None
+    from contrastive.evaluate.pretrained import load_pretrained
+
+    assert load_pretrained(result.run_dir / "checkpoint-epoch0001.pt").head is None
