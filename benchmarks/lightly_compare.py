@@ -15,10 +15,11 @@ Subcommands (each appends JSON lines to --results and prints a markdown table):
   profile         where one training step of ours (and of lightly) spends its time (torch.profiler)
 
 Both libraries read the same JPEG files with their own pipelines:
-  ours     contrastive.data.load_data("folder:...") decodes every file once into a uint8 tensor (timed and
+  ours     contrastive.image.data.load_data("folder:...") decodes every file once into a uint8 tensor (timed and
            reported on its own), then contrastive.train.pretrain trains on its fast path (whole batches
            augmented as tensors). The benchmark calls pretrain() itself and only timestamps each batch request
-           (it wraps contrastive.train.epoch_batches), so the numbers are what a user of pretrain() gets.
+           (a contrastive.train.Callback whose wrap_batches wraps each epoch's iterator of batches), so the
+           numbers are what a user of pretrain() gets.
   lightly  LightlyDataset (a torchvision DatasetFolder: PIL decode per item) + DataLoader with lightly's
            per-image transforms, in a plain PyTorch loop (lightly's README style) around lightly's heads,
            losses and utils.
@@ -56,9 +57,7 @@ Needs `pip install -e .[bench]` (lightly==1.6.0; it leaves torch / torchvision a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import dataclasses
 import itertools
 import json
 import math
@@ -81,11 +80,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from contrastive import backbones as our_backbones
-from contrastive.config import PretrainConfig
-from contrastive.data import load_data
+from contrastive.config import KnnConfig, PretrainConfig
 from contrastive.device import resolve_precision
 from contrastive.evaluate.knn import encoder_knn_accuracy
+from contrastive.image import backbones as our_backbones
+from contrastive.image.data import DataSplits, ImageSet, load_data
+from contrastive.modality import Reader
+from contrastive.train import Callback
 
 METHODS = ("simclr", "moco", "byol")
 ARCHIVES = ("/work/shared/data/cifar10-jpg.tar.gz", str(REPO.parent / "shared/data/cifar10-jpg.tar.gz"),
@@ -93,8 +94,10 @@ ARCHIVES = ("/work/shared/data/cifar10-jpg.tar.gz", str(REPO.parent / "shared/da
 DEFAULT_RESULTS = REPO / "benchmarks/results/lightly_compare.jsonl"
 LIGHTLY_SOURCE = "lightly-ai/lightly docs/source/getting_started/benchmarks/cifar10_benchmark.py"
 KNN_K, KNN_T = 200, 0.1
-MAXPOOL_BACKBONE = "resnet18_stem3_maxpool"  # registered in contrastive.backbones.BACKBONES by this script
+MAXPOOL_BACKBONE = "resnet18_stem3_maxpool"  # registered in contrastive.image.backbones.BACKBONES by this script
 CPU = torch.device("cpu")
+# How both libraries' encoders read CIFAR images (kNN eval views, our encoder for the FLOP count).
+CIFAR_READER = Reader("image", {"channels": 3, "image_size": 32, "cifar_stem": True})
 
 
 # --- bookkeeping ----------------------------------------------------------------------------------
@@ -205,7 +208,7 @@ def load_ours(spec: str):
 
 def resnet18_stem3_maxpool(in_channels: int = 3) -> tuple[nn.Module, int]:
     """torchvision ResNet-18 with a 3x3 stride-1 first conv and the max-pool KEPT (maps 32 -> 16 before
-    layer1). contrastive.backbones has no such variant (cifar_stem removes the max-pool), so this script
+    layer1). contrastive.image.backbones has no such variant (cifar_stem removes the max-pool), so this script
     builds it for both libraries."""
     import torchvision
 
@@ -421,37 +424,28 @@ def durations(clock: list[list[float]]) -> list[float]:
     return [b - a for stamps in clock for a, b in itertools.pairwise(stamps)]
 
 
-@contextlib.contextmanager
-def batch_clock():
-    """Timestamps every batch request of contrastive.train.pretrain by wrapping epoch_batches (looked up in
-    the module at each epoch), without changing what it yields."""
-    from contrastive import train
+class BatchClock(Callback):
+    """Timestamps every batch request of contrastive.train.pretrain through the loop's wrap_batches hook,
+    without changing what the epoch yields: `clock` gets one list of request times per epoch."""
 
-    original = train.epoch_batches
-    clock: list[list[float]] = []
+    def __init__(self):
+        self.clock: list[list[float]] = []
 
-    def timed(*args, **kwargs):
-        inner = original(*args, **kwargs)
+    def wrap_batches(self, run, epoch, batches):
         stamps: list[float] = []
-        clock.append(stamps)
+        self.clock.append(stamps)
 
-        def gen():
-            it = iter(inner)
+        def timed():
+            it = iter(batches)
             while True:
                 stamps.append(time.perf_counter())
                 try:
-                    views = next(it)
+                    item = next(it)
                 except StopIteration:
                     return
-                yield views
+                yield item
 
-        return gen()
-
-    train.epoch_batches = timed
-    try:
-        yield clock
-    finally:
-        train.epoch_batches = original
+        return timed()
 
 
 def run_ours(method: str, data, *, batch: int, precision: str = "auto", steps: int | None = None,
@@ -468,30 +462,40 @@ def run_ours(method: str, data, *, batch: int, precision: str = "auto", steps: i
         epochs = max(1, math.ceil(steps / per_epoch))
     out = Path(tempfile.mkdtemp(prefix=f"ours-{method}-", dir=os.environ.get("BENCH_TMP", "/tmp")))
     cfg = PretrainConfig(method=method, data=data.name, batch_size=batch, epochs=epochs, max_steps=steps,
-                         backbone=backbone, lr=lr, precision=precision, knn_every=0, log_every=10 ** 9,
-                         checkpoint_minutes=0.0, out=str(out / "run"), seed=seed)
-    no_test = dataclasses.replace(data, test=None)  # keeps pretrain from running its own kNN
+                         backbone=backbone, lr=lr, precision=precision, knn=KnnConfig(every=0),
+                         log_every=10 ** 9, checkpoint_minutes=0.0, out=str(out / "run"), seed=seed)
+    clock = BatchClock()
     try:
-        with batch_clock() as clock:
-            t0 = time.perf_counter()
-            result = pretrain(cfg, data=no_test, log=lambda *a, **k: None)
-            wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result = pretrain(cfg, data=data, log=lambda *a, **k: None, callbacks=[clock])
+        wall = time.perf_counter() - t0
         with open(out / "run" / "metrics.jsonl") as f:
             metrics = [json.loads(line) for line in f]
     finally:
         shutil.rmtree(out, ignore_errors=True)
     losses = [m["epoch_loss"] for m in metrics if "epoch_loss" in m]
-    return {"model": result.model, "durations": durations(clock), "wall": wall, "steps": result.steps,
+    return {"model": result.model, "durations": durations(clock.clock), "wall": wall, "steps": result.steps,
             "per_epoch": per_epoch, "precision": result.config.precision, "config": result.config,
             "loss_last_epoch": losses[-1] if losses else None}
 
 
-def our_model_for_flops(method: str, backbone: str | None = None) -> nn.Module:
+def fake_cifar(n: int = 8) -> DataSplits:
+    """A few random uint8 3x32x32 images shaped like CIFAR-10: enough to resolve a config without the data."""
+    g = torch.Generator().manual_seed(0)
+    split = ImageSet(images=torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                     labels=torch.arange(n) % 10)
+    return DataSplits(name="cifar10:fake", train=split, test=split, num_classes=10, channels=3, image_size=32,
+                      classes=[str(c) for c in range(10)])
+
+
+def our_model_for_flops(method: str, batch: int, backbone: str | None = None) -> nn.Module:
+    """Our method as pretrain() builds it for 32 px CIFAR images at this batch (MoCo's BN splits follow the
+    batch), from the config resolved on a stand-in for the data."""
     from contrastive.train import build_model
 
-    cfg = PretrainConfig(method=method, backbone=backbone).resolve(image_size=32, embedded=False)
+    cfg = PretrainConfig(method=method, batch_size=batch, backbone=backbone).resolve(fake_cifar())
     torch.manual_seed(0)
-    return build_model(cfg, 3)
+    return build_model(cfg, CIFAR_READER)[0]
 
 
 # --- FLOPs and the matmul peak (part 3) -----------------------------------------------------------
@@ -509,7 +513,7 @@ def flops_per_pair(step, batch: int) -> float:
 
 def method_flops(method: str, batch: int, ours_backbone: str | None, lightly_arch: str) -> dict:
     x0, x1 = torch.randn(batch, 3, 32, 32), torch.randn(batch, 3, 32, 32)
-    ours = our_model_for_flops(method, ours_backbone).train()
+    ours = our_model_for_flops(method, batch, ours_backbone).train()
     theirs = build_lightly(method, lightly_arch).train()
     return {"ours": flops_per_pair(lambda: ours([x0, x1])[0], batch),
             "lightly": flops_per_pair(lambda: theirs.training_loss(x0, x1), batch)}
@@ -536,7 +540,7 @@ def matmul_peak(n: int = 2048, reps: int = 8) -> dict:
 def knn(encoder: nn.Module, data) -> float:
     """Weighted kNN top-1 (k=200, T=0.1, cosine): data.train as the bank, data.test as queries; the same
     function (contrastive.evaluate.knn) and the same eval transform for both libraries."""
-    return encoder_knn_accuracy(encoder, data.train, data.test, data.num_classes, 32, 3, CPU, KNN_K, KNN_T)
+    return encoder_knn_accuracy(encoder, data.train, data.test, data.num_classes, CIFAR_READER, CPU, KNN_K, KNN_T)
 
 
 # --- subcommands --------------------------------------------------------------------------------------
@@ -588,7 +592,7 @@ def cmd_throughput(args, results):
                         precision=r["precision"], batch=args.batch, warmup=args.warmup, steps=args.steps,
                         pairs_per_s=rate, step_seconds=r["durations"][args.warmup:args.warmup + args.steps],
                         loadavg_before=round(load0, 2), backbone=r["config"].backbone,
-                        cifar_stem=r["config"].cifar_stem, augment="batch (uint8 tensor cache)")
+                        cifar_stem=r["config"].data_options["cifar_stem"], augment="batch (uint8 tensor cache)")
             say(f"  {method} rep {rep} ours ({r['precision']}): {rate:.1f} pairs/s")
             del r
             for w in workers:
@@ -724,7 +728,7 @@ def cmd_quality_time(args, results):
         row = quality_row("contrastive", method, r, knn(r["model"].encoder, data), args.batch,
                           {"epochs": target / per_epoch, "budget_s": budget, "calibrated_step_s": step_s,
                            "precision": r["precision"], "lr": r["config"].lr_scaled,
-                           "backbone": r["config"].backbone, "cifar_stem": r["config"].cifar_stem})
+                           "backbone": r["config"].backbone, "cifar_stem": r["config"].data_options["cifar_stem"]})
         del r
         results.add(part="quality_time", batch=args.batch, **row)
         rows.append(row)
@@ -833,29 +837,28 @@ def layout_check(batch: int, reps: int = 3) -> dict:
 
 
 def profile_ours(method: str, data, args) -> tuple[str, dict, list]:
-    """Our step from library functions, in pretrain's order: build_model, build_optimizer, epoch_batches (the
-    fast path), the method's forward with its loss, backward, SGD step, update_target."""
-    from contrastive.optim import build_optimizer
-    from contrastive.train import build_model, epoch_batches
+    """Our step from library functions, in pretrain's order: setup (resolved config, model in its memory
+    layout, optimizer, views), epoch_batches (the fast path), the method's forward with its loss, backward,
+    SGD step, update_target."""
+    from contrastive.train import epoch_batches, setup
 
-    cfg = PretrainConfig(method=method, batch_size=args.batch).resolve(image_size=data.image_size, embedded=False)
-    cfg.precision = resolve_precision(args.ours_precision, CPU)
-    torch.manual_seed(0)
-    model = build_model(cfg, 3).train()
-    optimizer = build_optimizer(cfg.optimizer, model, cfg.lr_scaled, cfg.weight_decay, cfg.momentum)
-    batches = epoch_batches(data.train, cfg, 0, CPU)
-    total = args.steps + 1
+    out = Path(tempfile.mkdtemp(prefix=f"profile-{method}-", dir=os.environ.get("BENCH_TMP", "/tmp")))
+    cfg = PretrainConfig(method=method, data=data.name, batch_size=args.batch, precision=args.ours_precision,
+                         device="cpu", knn=KnnConfig(every=0), out=str(out / "run"))
+    try:
+        run = setup(cfg, data, log=lambda *a, **k: None)  # claims the run folder; nothing is written to it here
+        model = run.model.train()
+        batches = epoch_batches(run, 0)
+        total = args.steps + 1
 
-    def after(s):
-        if hasattr(model, "update_target"):
-            model.update_target(s / total)
+        def steps_of(steps):
+            return profile_steps(model, lambda: next(batches)[0], lambda v: run.forward(v)[0], run.optimizer,
+                                 lambda s: model.update_target(s / total), steps, run.cfg.precision == "bf16")
 
-    def run(steps):
-        return profile_steps(model, lambda: next(batches), lambda v: model(v)[0], optimizer, after, steps,
-                             cfg.precision == "bf16")
-
-    run(1)  # one untimed step first (allocator, oneDNN kernels)
-    return cfg.precision, *run(args.steps)
+        steps_of(1)  # one untimed step first (allocator, oneDNN kernels)
+        return run.cfg.precision, *steps_of(args.steps)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def profile_lightly(method: str, train_dir: Path, args) -> tuple[dict, list]:

@@ -20,6 +20,11 @@ A modality (images today; token sequences of source code next) is an object with
     classifier_views(dataset, inputs, augment) -> Views
     eval_views(dataset, inputs) -> Views
     prepare_model(model, options) -> model     # e.g. a memory layout
+    read_item(path, inputs)       a query file as a raw item (contrastive similar)
+    item_ids(dataset, split)      a name for every item (file paths, or split:index)
+    export_module(module, inputs) the module behind its own input preprocessing (exported files)
+    example_input(inputs, n)      a batch of what an exported module takes
+    contact_sheet(items, captions, path)   a picture of raw items, where the modality has one
 
 This module keeps the registry: one line per modality.
 """

@@ -2,7 +2,8 @@
 
 pretrain without labels -> kNN -> for each label fraction: supervised baseline (same
 architecture, same labels, same budget, random init), linear probe, fine-tune, distilled
-student -> results.json, report.md with plots, and the table printed.
+student -> results.json, report.md with plots, and the table printed. The fine-tuned teachers and
+the students are kept in OUT/classifiers/ for `contrastive predict` and `contrastive export`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contrastive.checkpoint import list_checkpoints
 from contrastive.config import PretrainConfig
 from contrastive.device import pick_device
 from contrastive.errors import ContrastiveError
-from contrastive.evaluate.classifier import random_classifier
+from contrastive.evaluate.classifier import random_classifier, save_classifier
 from contrastive.evaluate.distill import distill
 from contrastive.evaluate.finetune import finetune, supervised_baseline
 from contrastive.evaluate.fit import DISTILL, FINETUNE, SUPERVISED, Budget
@@ -26,6 +27,7 @@ from contrastive.evaluate.probe import linear_probe
 from contrastive.fields import opt
 from contrastive.modality import load_data
 from contrastive.report import COLUMNS, format_table, write_report
+from contrastive.run_state import data_record
 from contrastive.subsets import balanced_subset, limit_items
 from contrastive.train import pretrain
 
@@ -110,6 +112,9 @@ def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
         student = random_classifier(reader, student_name, n_classes, seed=pre_cfg.seed + 1)
         _, row["distill"] = distill(teacher, student, data.train, data.test, reader,
                                     temperature=cfg.distill_temperature, budget=cfg.distill, **common)
+        for name, model in (("finetune", teacher), ("distill", student)):
+            save_classifier(model.cpu(), out / "classifiers" / f"{name}-{key}.pt", data=data_record(data),
+                            label_fraction=fraction, indices=idx)
         rows[key] = row
         timings[f"fraction {key}"] = time.time() - t
         log(f"labels {fraction:.0%} ({row['n_labels']}): " + "  ".join(f"{c} {row[c]:.4f}" for c in COLUMNS))

@@ -48,6 +48,11 @@ def test_pipeline_quick_writes_results_matching_the_schema(tmp_path, tiny_data):
         assert (tmp_path / "p" / png).stat().st_size > 1000
     indices = json.loads((tmp_path / "p" / "labeled-indices-0.25.json").read_text())
     assert len(indices) == 16 and indices == sorted(indices)
+    from contrastive.evaluate.classifier import load_classifier
+
+    for name in ("finetune", "distill"):  # the pipeline keeps its classifiers for predict / export
+        model, meta = load_classifier(tmp_path / "p" / "classifiers" / f"{name}-0.25.pt")
+        assert meta["indices"] == indices and meta["label_fraction"] == 0.25 and model.fc.out_features == 4
 
 
 def test_cli_pipeline_quick_on_embedded_digits(tmp_path, capsys):

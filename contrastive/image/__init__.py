@@ -104,7 +104,7 @@ class ImageModality:
 
         recipes = method_recipes(recipe, inputs["image_size"], inputs["channels"], options["color_strength"])
         per_item = MultiView([r.per_image() for r in recipes])
-        place = _in_layout if options["channels_last"] else Views.place
+        place = _in_layout if options["channels_last"] else (lambda x: x)
         if options["augment"] == "batch" and not dataset.in_memory:
             raise ContrastiveError("--augment batch needs images of one size decoded in memory; this folder is read "
                                    "file by file (mixed sizes or too many files); use --augment per-image")
@@ -141,6 +141,67 @@ class ImageModality:
     @staticmethod
     def prepare_model(model: torch.nn.Module, options: dict) -> torch.nn.Module:
         return model.to(memory_format=torch.channels_last) if options["channels_last"] else model
+
+    # --- applying what was learned (predict, similar, export) -------------------------------
+
+    @staticmethod
+    def read_item(path: str, inputs: dict) -> torch.Tensor:
+        """One query file as a raw item: uint8 (C, H, W) with the encoder's channels; one-line error otherwise."""
+        from contrastive.image.data import decode_image
+
+        return decode_image(path, inputs["channels"])
+
+    @staticmethod
+    def item_ids(dataset, split: str) -> list[str]:
+        """A name for every item: its file path where it came from a file, else split:index."""
+        if dataset.paths is not None:
+            return list(dataset.paths)
+        return [f"{split}:{i}" for i in range(len(dataset))]
+
+    @staticmethod
+    def export_module(module: torch.nn.Module, inputs: dict) -> torch.nn.Module:
+        """`module` behind its own normalisation: it then takes float32 pixels in [0, 1], (N, C, H, W) at
+        the training size, the form any runtime can feed without this package."""
+        from contrastive.image.augment import MEAN, STD
+
+        return Normalized(module, MEAN[inputs["channels"]], STD[inputs["channels"]])
+
+    @staticmethod
+    def example_input(inputs: dict, n: int = 2) -> torch.Tensor:
+        """A batch of what an exported module takes: float32 pixels in [0, 1], (n, C, H, W)."""
+        g = torch.Generator().manual_seed(0)
+        return torch.rand(n, inputs["channels"], inputs["image_size"], inputs["image_size"], generator=g)
+
+    @staticmethod
+    def contact_sheet(items: list, captions: list[str], path) -> None:
+        """A PNG of raw items side by side, each under its caption (query first, then its neighbours)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(items), figsize=(1.6 * len(items), 2.0), squeeze=False)
+        for ax, item, caption in zip(axes[0], items, captions):
+            image = item.permute(1, 2, 0).numpy()  # (H, W, C) uint8
+            ax.imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray" if image.shape[2] == 1 else None)
+            ax.set_title(caption, fontsize=7)
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+class Normalized(torch.nn.Module):
+    """Normalises pixels in [0, 1] with the training statistics, then runs the wrapped module."""
+
+    def __init__(self, module: torch.nn.Module, mean, std):
+        super().__init__()
+        self.module = module
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.module((pixels - self.mean) / self.std)
 
 
 IMAGE = ImageModality()
