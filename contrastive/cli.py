@@ -123,6 +123,43 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_flags(p)
     p.set_defaults(func=commands.cmd_embed)
 
+    p = sub.add_parser("predict", help="apply a classifier saved by the pipeline (or finetune / distill) to data: "
+                                       "class and class probabilities of every item, as CSV", formatter_class=FORMAT)
+    p.add_argument("--model", required=True, help="a classifier file: RUN/classifiers/*.pt of the pipeline, or "
+                                                  "classifier.pt of finetune / distill --out")
+    p.add_argument("--split", choices=("auto", "train", "test"), default="auto",
+                   help="which split of --data to predict; auto: test when the data has one, else train (a flat "
+                        "folder of new items)")
+    p.add_argument("--out", default=None, help="CSV file (columns id, class, then one probability per class); "
+                                               "default: standard output")
+    p.add_argument("--batch-size", type=int, default=256, help="items per forward pass")
+    add_data_flags(p)
+    p.set_defaults(func=commands.cmd_predict)
+
+    p = sub.add_parser("similar", help="the training items nearest to a query by the encoder's embedding (cosine)",
+                       formatter_class=FORMAT)
+    p.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (its encoder embeds the items)")
+    p.add_argument("--query", required=True, help="the query: a file the data's modality reads (an image file), "
+                                                  "or SPLIT:INDEX of --data (e.g. test:12)")
+    p.add_argument("-k", type=int, default=10, help="neighbours to list")
+    p.add_argument("--sheet", default="similar.png",
+                   help="PNG of the query and its neighbours, where the modality can draw its items ('' for none)")
+    add_data_flags(p)
+    p.set_defaults(func=commands.cmd_similar)
+
+    p = sub.add_parser("export", help="write an encoder, classifier or student as ONNX, TorchScript or safetensors "
+                                      "that runs without this package", formatter_class=FORMAT)
+    p.add_argument("--model", required=True, help="a pretraining checkpoint (exports its encoder) or a classifier "
+                                                  "file (the pipeline's RUN/classifiers/*.pt, finetune / distill --out)")
+    p.add_argument("--format", choices=("onnx", "torchscript", "safetensors"), required=True,
+                   help="onnx (dynamic batch axis; checked in onnxruntime), torchscript, or safetensors (weights) "
+                        "plus a JSON of the config that rebuilds the module")
+    p.add_argument("--out", default=None, help="output file; default: the model's path with .onnx / .ts.pt / "
+                                               ".safetensors")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest absolute difference allowed between the exported file and PyTorch on a test batch")
+    p.set_defaults(func=commands.cmd_export)
+
     p = sub.add_parser("pipeline", help="the main job: pretrain -> kNN -> supervised / linear / finetune / distill "
                                         "at 1%%, 10%%, 100%% labels -> report", formatter_class=FORMAT)
     add_pretrain_flags(p, exclude=("out", "resume"))

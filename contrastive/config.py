@@ -80,6 +80,8 @@ class PretrainConfig:
     # --- monitoring, i/o -----------------------------------------------------------
     knn: KnnConfig = opt(default_factory=KnnConfig, help="kNN monitor")
     log_every: int = opt(10, "steps between metric lines in metrics.jsonl")
+    tensorboard: bool = opt(False, "also write TensorBoard logs to RUN/tensorboard (loss, lr, kNN, throughput); "
+                                   "needs the tensorboard extra; metrics.jsonl stays the source of truth")
     num_workers: int = opt(0, "loader processes for data read item by item (0: in the training process)")
     device: str = opt("auto", "auto (cuda when present), cpu, cuda, cuda:1 ...")
     seed: int = opt(0, "seed of every random choice (data order, augmentations, initial weights)")

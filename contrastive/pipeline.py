@@ -127,6 +127,10 @@ def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
     write_report(out, results, result.run_dir, pretrained.encoder if cfg.tsne else None, data, reader, device,
                  timings, knn_random_init=result.knn_random_init, knn_k=result.config.knn.k,
                  knn_temperature=result.config.knn.temperature)
+    if pre_cfg.tensorboard:
+        from contrastive.tensorboard import log_results
+
+        log_results(out / "tensorboard", results)
     log(format_table(results))
     log(f"results: {out / 'results.json'}  report: {out / 'report.md'}")
     return results

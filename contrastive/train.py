@@ -203,6 +203,10 @@ def setup(cfg: PretrainConfig, data=None, log=print, callbacks=()) -> Run:
     scheduler = build_scheduler(optimizer, total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
     views = reader.handler.pretrain_views(method_module(cfg.method).VIEWS, train, reader.inputs, cfg.data_options)
     monitors = [KnnMonitor()] if cfg.knn.every > 0 and data.test is not None and train.has_labels else []
+    if cfg.tensorboard and dist.is_main():
+        from contrastive.tensorboard import TensorBoardLog
+
+        monitors.append(TensorBoardLog())
     return Run(cfg, data, train, reader, device, model, forward, optimizer, scheduler, views, run_dir,
                MetricsLog(run_dir / "metrics.jsonl", enabled=dist.is_main()), log, monitors + list(callbacks),
                encoder_record(model, cfg, reader.inputs, feat_dim), steps_per_epoch, total_steps)
