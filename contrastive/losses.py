@@ -126,3 +126,100 @@ def distillation_loss(
     teacher_probs = F.softmax(teacher_logits.detach().to(dtype) / temperature, dim=1)  # (N, C)
     student_log_probs = F.log_softmax(student_logits.to(dtype) / temperature, dim=1)  # (N, C)
     return -(teacher_probs * student_log_probs).sum(dim=1).mean()
+
+
+# --- the methods after contrastive pairs: no negatives, or clusters ------------------------------
+
+
+def _off_diagonal(m: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal entries of a square matrix, flattened."""
+    d = m.shape[0]
+    return m.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()
+
+
+def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_: float = 5e-3) -> torch.Tensor:
+    """Barlow Twins (Zbontar et al. 2021, Algorithm 1).
+
+    Each dimension is standardised over the batch as the official code's affine-free
+    BatchNorm does (biased variance, eps 1e-5); c = z1n^T z2n / N is the (D, D)
+    cross-correlation; the loss is sum_i (1 - c_ii)^2 + lambda * sum_{i != j} c_ij^2.
+    lambda = 5e-3 is the paper's (sec. 4, for D = 8192).
+    z1, z2: (N, D) projections of the two views. Under torchrun the official code sums c
+    over processes before the loss (methods/ does that, not this function).
+    """
+    _check_same_2d_shape("barlow_twins_loss", "z1", z1, "z2", z2)
+    dtype = _compute_dtype(z1)
+    n = z1.shape[0]
+    z1n, z2n = (F.batch_norm(z.to(dtype), None, None, training=True, eps=1e-5) for z in (z1, z2))  # (N, D)
+    c = z1n.T @ z2n / n  # (D, D)
+    return barlow_twins_from_correlation(c, lambda_)
+
+
+def barlow_twins_from_correlation(c: torch.Tensor, lambda_: float = 5e-3) -> torch.Tensor:
+    """The Barlow Twins objective of a (D, D) cross-correlation matrix (see barlow_twins_loss)."""
+    on_diag = (1 - torch.diagonal(c)).pow(2).sum()
+    return on_diag + lambda_ * _off_diagonal(c).pow(2).sum()
+
+
+def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_weight: float = 25.0, var_weight: float = 25.0,
+                cov_weight: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    """VICReg (Bardes et al. 2022, eq. 6), as the official code computes it.
+
+    invariance: mean squared error between the two views; variance: the mean over
+    dimensions of max(0, 1 - sqrt(Var(z_j) + eps)) (unbiased variance over the batch),
+    averaged over the two views; covariance: each view's off-diagonal covariance entries
+    (divided by N - 1) squared, summed and divided by D. Weights 25 / 25 / 1 are the paper's.
+    z1, z2: (N, D) expander outputs of the two views.
+    """
+    _check_same_2d_shape("vicreg_loss", "z1", z1, "z2", z2)
+    if z1.shape[0] < 2:
+        raise ValueError("vicreg_loss: the variance and covariance terms need a batch of at least 2")
+    dtype = _compute_dtype(z1)
+    z1, z2 = z1.to(dtype), z2.to(dtype)
+    n, d = z1.shape
+    invariance = F.mse_loss(z1, z2)
+    c1, c2 = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)  # (N, D) centred
+    std1, std2 = (torch.sqrt(c.var(dim=0) + eps) for c in (c1, c2))  # (D,) unbiased
+    variance = F.relu(1 - std1).mean() / 2 + F.relu(1 - std2).mean() / 2
+    cov1, cov2 = c1.T @ c1 / (n - 1), c2.T @ c2 / (n - 1)  # (D, D)
+    covariance = _off_diagonal(cov1).pow(2).sum() / d + _off_diagonal(cov2).pow(2).sum() / d
+    return sim_weight * invariance + var_weight * variance + cov_weight * covariance
+
+
+def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's D(p, z) (Chen & He 2021, Algorithm 1): negative cosine similarity, mean over
+    the batch, with z detached (the stop-gradient). The symmetric loss is
+    simsiam_loss(p1, z2) / 2 + simsiam_loss(p2, z1) / 2."""
+    _check_same_2d_shape("simsiam_loss", "p", p, "z", z)
+    dtype = _compute_dtype(p)
+    return -F.cosine_similarity(p.to(dtype), z.detach().to(dtype), dim=1).mean()
+
+
+def dino_loss(student_out: list[torch.Tensor], teacher_out: list[torch.Tensor], center: torch.Tensor,
+              student_temperature: float = 0.1, teacher_temperature: float = 0.04) -> torch.Tensor:
+    """DINO (Caron et al. 2021, Algorithm 1 and the official code's DINOLoss).
+
+    student_out: one (B, K) logits tensor per view (global views first, then local);
+    teacher_out: one (B, K) per global view; center: (K,) or (1, K). The teacher's
+    distribution softmax((t - center) / T_t) is detached; the loss is the cross-entropy
+    -sum_k P_t log P_s(T_s), averaged over the batch and over every (teacher view i,
+    student view v) pair with v != i. Temperatures 0.1 / 0.04 are the paper's (0.04 is
+    the end of the teacher's warm-up from 0.04 to 0.07 in the code; 0.04 without warm-up).
+    """
+    _check_temperature("dino_loss", student_temperature)
+    _check_temperature("dino_loss", teacher_temperature)
+    if not student_out or not teacher_out:
+        raise ValueError("dino_loss: needs at least one student and one teacher view")
+    dtype = _compute_dtype(student_out[0])
+    log_p = [F.log_softmax(s.to(dtype) / student_temperature, dim=-1) for s in student_out]
+    q = [F.softmax((t.to(dtype) - center.to(dtype)) / teacher_temperature, dim=-1).detach() for t in teacher_out]
+    total, pairs = 0.0, 0
+    for i, target in enumerate(q):
+        for v, prediction in enumerate(log_p):
+            if v == i:
+                continue  # a view is not its own target
+            total = total + (-target * prediction).sum(dim=-1).mean()
+            pairs += 1
+    if pairs == 0:
+        raise ValueError("dino_loss: one view only; it needs a student view other than each teacher view")
+    return total / pairs

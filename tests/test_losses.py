@@ -11,7 +11,8 @@ import math
 import pytest
 import torch
 
-from contrastive.losses import byol_loss, distillation_loss, info_nce, nt_xent
+from contrastive.losses import (barlow_twins_loss, byol_loss, dino_loss, distillation_loss, info_nce, nt_xent,
+                                simsiam_loss, vicreg_loss)
 
 BATCH_SIZES = [1, 2, 5, 16]
 DIMS = [2, 8, 128]
@@ -360,3 +361,146 @@ def test_float64_inputs_stay_float64(name):
     a, b = torch.randn(2, 4, 8, dtype=torch.float64)
     c = torch.randn(5, 8, dtype=torch.float64)
     assert loss(a, b, c).dtype == torch.float64
+
+
+
+# --- Barlow Twins, VICReg, SimSiam, DINO: naive references from the papers' pseudocode ------------
+
+
+def naive_barlow_twins(z1, z2, lambda_):
+    """Algorithm 1 of Zbontar et al. 2021, one entry at a time."""
+    n, d = z1.shape
+
+    def standardise(z):
+        out = []
+        for j in range(d):
+            column = [float(z[i, j]) for i in range(n)]
+            mean = sum(column) / n
+            var = sum((x - mean) ** 2 for x in column) / n  # biased, as BatchNorm
+            out.append([(x - mean) / math.sqrt(var + 1e-5) for x in column])
+        return out  # out[j][i]
+
+    a, b = standardise(z1), standardise(z2)
+    loss = 0.0
+    for i in range(d):
+        for j in range(d):
+            c = sum(a[i][k] * b[j][k] for k in range(n)) / n
+            loss += (1 - c) ** 2 if i == j else lambda_ * c ** 2
+    return loss
+
+
+def naive_vicreg(z1, z2, sim_weight, var_weight, cov_weight, eps):
+    n, d = z1.shape
+    invariance = sum(float(z1[i, j] - z2[i, j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
+
+    def terms(z):
+        means = [sum(float(z[i, j]) for i in range(n)) / n for j in range(d)]
+        centred = [[float(z[i, j]) - means[j] for j in range(d)] for i in range(n)]
+        var = [sum(centred[i][j] ** 2 for i in range(n)) / (n - 1) for j in range(d)]
+        hinge = sum(max(0.0, 1 - math.sqrt(v + eps)) for v in var) / d
+        cov = 0.0
+        for a in range(d):
+            for b in range(d):
+                if a != b:
+                    cov += (sum(centred[i][a] * centred[i][b] for i in range(n)) / (n - 1)) ** 2
+        return hinge, cov / d
+
+    (h1, c1), (h2, c2) = terms(z1), terms(z2)
+    return sim_weight * invariance + var_weight * (h1 + h2) / 2 + cov_weight * (c1 + c2)
+
+
+def naive_simsiam(p, z):
+    return -sum(_dot(_normalized(p[i]), _normalized(z[i])) for i in range(p.shape[0])) / p.shape[0]
+
+
+def naive_dino(student, teacher, center, ts, tt):
+    total, pairs = 0.0, 0
+    for i, t in enumerate(teacher):
+        for v, s in enumerate(student):
+            if v == i:
+                continue
+            batch = 0.0
+            for b in range(t.shape[0]):
+                q = _softmax([float(x - c) for x, c in zip(t[b], center)], tt)
+                log_p = [math.log(x) for x in _softmax([float(x) for x in s[b]], ts)]
+                batch += -sum(qk * lk for qk, lk in zip(q, log_p))
+            total += batch / t.shape[0]
+            pairs += 1
+    return total / pairs
+
+
+@pytest.mark.parametrize("batch,dim,lambda_", [(4, 3, 5e-3), (8, 5, 0.1), (16, 2, 1.0)])
+def test_barlow_twins_matches_naive(batch, dim, lambda_):
+    g = torch.Generator().manual_seed(batch * dim)
+    z1, z2 = torch.randn(batch, dim, generator=g, dtype=torch.float64), torch.randn(batch, dim, generator=g,
+                                                                                   dtype=torch.float64)
+    assert _scalar(barlow_twins_loss(z1, z2, lambda_)) == pytest.approx(naive_barlow_twins(z1, z2, lambda_), rel=1e-9)
+
+
+def test_barlow_twins_closed_forms():
+    # Columns of variance 1, orthogonal over the batch with zero mean: c = I / (1 + eps) for identical views
+    # (loss ~0: only BatchNorm's eps keeps c_ii below 1) and -I / (1 + eps) for opposite ones (each diagonal
+    # term ~(1 - (-1))^2 = 4); no off-diagonal term in either case.
+    z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
+    assert _scalar(barlow_twins_loss(z, z)) == pytest.approx(2 * (1 - 1 / (1 + 1e-5)) ** 2, rel=1e-6)
+    assert _scalar(barlow_twins_loss(z, -z)) == pytest.approx(2 * (1 + 1 / (1 + 1e-5)) ** 2, rel=1e-9)
+    # Invariant to a per-dimension affine change of either view (the standardisation removes it).
+    a = torch.randn(8, 3, dtype=torch.float64)
+    b = torch.randn(8, 3, dtype=torch.float64)
+    scaled = b * torch.tensor([2.0, 5.0, 0.5], dtype=torch.float64) + 3.0
+    assert _scalar(barlow_twins_loss(a, scaled)) == pytest.approx(_scalar(barlow_twins_loss(a, b)), rel=1e-6)
+
+
+@pytest.mark.parametrize("batch,dim", [(3, 2), (8, 4), (16, 3)])
+def test_vicreg_matches_naive(batch, dim):
+    g = torch.Generator().manual_seed(batch + dim)
+    z1, z2 = (torch.randn(batch, dim, generator=g, dtype=torch.float64) * 0.7 for _ in range(2))
+    for weights in ((25.0, 25.0, 1.0, 1e-4), (1.0, 2.0, 3.0, 1e-2)):
+        assert _scalar(vicreg_loss(z1, z2, *weights)) == pytest.approx(naive_vicreg(z1, z2, *weights), rel=1e-9)
+
+
+def test_vicreg_closed_forms():
+    # Identical views with uncorrelated dimensions of std >= 1: every term is 0.
+    z = torch.tensor([[2.0, 2.0], [2.0, -2.0], [-2.0, 2.0], [-2.0, -2.0]], dtype=torch.float64)
+    assert _scalar(vicreg_loss(z, z)) == pytest.approx(0.0, abs=1e-12)
+    # A collapsed view (all rows equal): the variance hinge is 1 - sqrt(eps) on every dimension, for one of
+    # the two views, and the invariance term is the mean squared distance.
+    collapsed = torch.zeros_like(z)
+    expected = 25.0 * (z ** 2).mean() + 25.0 * (1 - math.sqrt(1e-4)) / 2
+    assert _scalar(vicreg_loss(z, collapsed)) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_simsiam_matches_naive_closed_forms_and_stops_the_gradient():
+    g = torch.Generator().manual_seed(0)
+    p, z = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6, 4, generator=g, dtype=torch.float64)
+    assert _scalar(simsiam_loss(p, z)) == pytest.approx(naive_simsiam(p, z), rel=1e-9)
+    assert _scalar(simsiam_loss(p, 3 * p)) == pytest.approx(-1.0)
+    assert _scalar(simsiam_loss(p, -p)) == pytest.approx(1.0)
+    p, z = p.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    simsiam_loss(p, z).backward()
+    assert z.grad is None and p.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("globals_,locals_", [(2, 0), (2, 3), (1, 2)])
+def test_dino_matches_naive(globals_, locals_):
+    g = torch.Generator().manual_seed(globals_ * 10 + locals_)
+    k, b = 5, 3
+    teacher = [torch.randn(b, k, generator=g, dtype=torch.float64) for _ in range(globals_)]
+    student = [torch.randn(b, k, generator=g, dtype=torch.float64) for _ in range(globals_ + locals_)]
+    center = torch.randn(k, generator=g, dtype=torch.float64)
+    got = _scalar(dino_loss(student, teacher, center, 0.1, 0.04))
+    assert got == pytest.approx(naive_dino(student, teacher, center, 0.1, 0.04), rel=1e-9)
+
+
+def test_dino_closed_form_and_teacher_detached():
+    # A uniform teacher (every logit equal after centering) and a uniform student: the cross-entropy is log K.
+    k = 7
+    teacher = [torch.full((4, k), 2.0), torch.full((4, k), 2.0)]
+    student = [torch.zeros(4, k, requires_grad=True) for _ in range(4)]
+    loss = dino_loss(student, teacher, torch.full((k,), 2.0))
+    assert _scalar(loss) == pytest.approx(math.log(k), rel=1e-6)
+    teacher = [t.clone().requires_grad_(True) for t in teacher]
+    dino_loss(student, teacher, torch.zeros(k)).backward()
+    assert all(t.grad is None for t in teacher) and student[0].grad is not None
+    with pytest.raises(ValueError, match="one view only"):
+        dino_loss([torch.zeros(2, k)], [torch.zeros(2, k)], torch.zeros(k))
