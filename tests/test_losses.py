@@ -444,11 +444,12 @@ def test_barlow_twins_closed_forms():
     z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
     assert _scalar(barlow_twins_loss(z, z)) == pytest.approx(2 * (1 - 1 / (1 + 1e-5)) ** 2, rel=1e-6)
     assert _scalar(barlow_twins_loss(z, -z)) == pytest.approx(2 * (1 + 1 / (1 + 1e-5)) ** 2, rel=1e-9)
-    # Invariant to a per-dimension affine change of either view (the standardisation removes it).
+    # Invariant to a per-dimension affine change of either view (the standardisation removes it), up to
+    # BatchNorm's eps, which weighs differently on a rescaled dimension (hence rel 1e-4).
     a = torch.randn(8, 3, dtype=torch.float64)
     b = torch.randn(8, 3, dtype=torch.float64)
     scaled = b * torch.tensor([2.0, 5.0, 0.5], dtype=torch.float64) + 3.0
-    assert _scalar(barlow_twins_loss(a, scaled)) == pytest.approx(_scalar(barlow_twins_loss(a, b)), rel=1e-6)
+    assert _scalar(barlow_twins_loss(a, scaled)) == pytest.approx(_scalar(barlow_twins_loss(a, b)), rel=1e-4)
 
 
 @pytest.mark.parametrize("batch,dim", [(3, 2), (8, 4), (16, 3)])
