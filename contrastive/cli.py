@@ -31,13 +31,12 @@ def add_pretrain_flags(p: argparse.ArgumentParser, exclude=()) -> None:
     add_shared_fields(p.add_argument_group("options of the data (its modality)"), option_classes())
 
 
-def add_data_flags(p: argparse.ArgumentParser) -> None:
+def add_data_flags(p: argparse.ArgumentParser, keep=("data", "device", "seed")) -> None:
     """--data, --device, --seed from PretrainConfig, and the modalities' options that reading data takes."""
     from contrastive.config import PretrainConfig
     from contrastive.fields import add_fields, add_shared_fields
     from contrastive.modality import MODALITIES, option_classes
 
-    keep = ("data", "device", "seed")
     add_fields(p, PretrainConfig, exclude=[f.name for f in dataclasses.fields(PretrainConfig) if f.name not in keep])
     reading = {name for m in MODALITIES.values() for name in m.load_options}
     add_shared_fields(p, option_classes(), exclude=[f.name for cls in option_classes().values()
@@ -74,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("knn", help="weighted kNN top-1 (cosine) of a frozen pretrained encoder", formatter_class=FORMAT)
     p.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (RUN/checkpoint-epochNNNN.pt)")
     add_fields(p, KnnConfig, exclude=("every",))
-    add_data_flags(p)
+    add_data_flags(p, keep=("data", "device"))
     p.set_defaults(func=commands.cmd_knn)
 
     p = sub.add_parser("linear", help="linear probe on frozen features (features computed once)", formatter_class=FORMAT)
@@ -120,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a pretraining checkpoint")
     p.add_argument("--out", required=True, help="output file FILE.npy; labels go to FILE.labels.npy, file names to FILE.paths.txt")
     p.add_argument("--split", choices=("train", "test"), default="test", help="which split to embed")
-    add_data_flags(p)
+    add_data_flags(p, keep=("data", "device"))
     p.set_defaults(func=commands.cmd_embed)
 
     p = sub.add_parser("predict", help="apply a classifier saved by the pipeline (or finetune / distill) to data: "

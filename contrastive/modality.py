@@ -5,6 +5,7 @@ A modality (images today; token sequences of source code next) is an object with
     name                          "image"
     noun                          what one item is called in messages ("images")
     specs                         the --data specs it reads, for messages
+    specs_help, backbones_help    the same, and its encoders, for --help
     load_options                  names of its Options that reading data takes (every command that reads data)
     Options                       a frozen dataclass of its flags (sizes, view strength, ...)
     claims(spec) -> bool          whether a --data spec is its own
@@ -64,6 +65,14 @@ def modality_of(data):
 def load_data(spec: str | None, options: dict | None = None):
     """The data named by `spec`, read by the modality that claims it; `options`: that modality's."""
     return modality_for(spec).load(spec, options or {})
+
+
+def data_help() -> str:
+    return "the data; " + "; ".join(m.specs_help for m in MODALITIES.values())
+
+
+def backbone_help() -> str:
+    return "the encoder; " + "; ".join(m.backbones_help for m in MODALITIES.values())
 
 
 def option_classes() -> dict[str, type]:

@@ -45,7 +45,7 @@ class PipelineConfig:
     distill: Budget = opt(default_factory=lambda: DISTILL, help="distillation budget")
     distill_temperature: float = opt(1.0, "softmax temperature of SimCLRv2's distillation loss (eq. 2)")
     test_limit: int | None = opt(None, "score on N test items only, a fixed random draw (CPU-sized runs on large data)")
-    tsne: bool = opt(True, "draw a t-SNE of the test embeddings in the report")
+    tsne: bool = opt(True, "draw a t-SNE (and a UMAP, with the umap extra) of the test embeddings in the report")
     out: str | None = opt(None, "output folder; default runs/pipeline-<method>-<date-time>")
 
 

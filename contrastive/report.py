@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -66,40 +67,70 @@ def plot_training(metrics_path: Path, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_tsne(features: torch.Tensor, labels: torch.Tensor, classes: list[str], path: Path, seed: int = 0,
-              max_points: int = 2000) -> None:
-    """2-D t-SNE (scikit-learn) of test embeddings, coloured by class."""
-    from sklearn.manifold import TSNE
-
+def sample_embeddings(features: torch.Tensor, labels: torch.Tensor, seed: int, max_points: int):
+    """(L2-normalised features (n, D), labels (n,)) as numpy: a fixed random draw of at most max_points."""
     g = torch.Generator().manual_seed(seed)
     keep = torch.randperm(len(features), generator=g)[:max_points]
-    x = torch.nn.functional.normalize(features[keep], dim=1).numpy()
-    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(x)
+    return torch.nn.functional.normalize(features[keep], dim=1).numpy(), labels[keep].numpy()
+
+
+def plot_scatter(xy, y, classes: list[str], title: str, path: Path) -> None:
+    """A 2-D map of embeddings (n, 2), one colour per class: what the t-SNE and the UMAP plots share."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    y = labels[keep].numpy()
     for c in range(int(y.max()) + 1):
         sel = y == c
         ax.scatter(xy[sel, 0], xy[sel, 1], s=4, label=classes[c] if c < len(classes) else str(c))
     ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title("t-SNE of test embeddings (pretrained encoder)")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def plot_tsne(features: torch.Tensor, labels: torch.Tensor, classes: list[str], path: Path, seed: int = 0,
+              max_points: int = 2000) -> None:
+    """2-D t-SNE (scikit-learn) of test embeddings, coloured by class."""
+    from sklearn.manifold import TSNE
+
+    x, y = sample_embeddings(features, labels, seed, max_points)
+    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, len(x) - 1)).fit_transform(x)
+    plot_scatter(xy, y, classes, "t-SNE of test embeddings (pretrained encoder)", path)
+
+
+def plot_umap(features: torch.Tensor, labels: torch.Tensor, classes: list[str], path: Path, seed: int = 0,
+              max_points: int = 2000) -> bool:
+    """2-D UMAP (umap-learn, the `umap` extra) of the same embeddings as plot_tsne; False when umap is absent."""
+    try:
+        import umap
+    except ImportError:
+        return False
+    x, y = sample_embeddings(features, labels, seed, max_points)
+    with warnings.catch_warnings():  # a fixed random_state makes umap warn that it runs on one thread
+        warnings.simplefilter("ignore", UserWarning)
+        xy = umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), random_state=seed).fit_transform(x)
+    plot_scatter(xy, y, classes, "UMAP of test embeddings (pretrained encoder)", path)
+    return True
+
+
 def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, reader, device, timings: dict,
                  knn_random_init: float | None = None, knn_k: int = 200, knn_temperature: float = 0.1) -> Path:
+    """OUT/report.md and its plots; with an encoder also maps of its test embeddings (t-SNE, and UMAP when
+    umap-learn is installed: else one line in the report says how to get it)."""
     plot_fractions(results, out / "accuracy_vs_labels.png")
     plot_training(pretrain_dir / "metrics.jsonl", out / "pretraining.png")
-    images = ["accuracy_vs_labels.png", "pretraining.png"]
+    images, note = ["accuracy_vs_labels.png", "pretraining.png"], None
     if encoder is not None:
         from contrastive.evaluate.features import extract_features
 
         feats, labels = extract_features(encoder, data.test, reader, device)
         plot_tsne(feats, labels, data.classes, out / "tsne.png")
         images.append("tsne.png")
+        if plot_umap(feats, labels, data.classes, out / "umap.png"):
+            images.append("umap.png")
+        else:
+            note = "UMAP: install contrastive[umap] to draw it"
     knn0 = f" (random-init encoder: {knn_random_init:.4f})" if knn_random_init is not None else ""
     lines = [
         f"# {results['method']} few-label report: {results['dataset']}",
@@ -117,7 +148,7 @@ def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, re
         "",
         "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
         "",
-    ] + [f"![{name}]({name})" for name in images]
+    ] + [f"![{name}]({name})" for name in images] + (["", note] if note else [])
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

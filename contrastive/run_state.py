@@ -141,7 +141,9 @@ def check_resumable(ckpt: dict, cfg: PretrainConfig, encoder: dict, path: Path) 
             _refuse(path, key, saved[key], getattr(cfg, key))
     for key, value in ckpt["encoder"]["inputs"].items():
         if encoder["inputs"].get(key) != value:
-            _refuse(path, key, value, encoder["inputs"].get(key))
+            raise ContrastiveError(f"checkpoint {path} was trained on data read with {key} '{value}', not "
+                                   f"'{encoder['inputs'].get(key)}'; pass the --data and data options it was "
+                                   f"trained with, or start a new run with another --out")
     for key in method_module(cfg.method).SHAPE:
         if saved["method_options"].get(key) != cfg.method_options.get(key):
             _refuse(path, key, saved["method_options"].get(key), cfg.method_options.get(key))

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from contrastive import distributed as dist
 from contrastive.batches import Views, batches
+from contrastive.callbacks import Callback
 from contrastive.checkpoint import checkpoint_name, latest_good_checkpoint, list_checkpoints, prune_checkpoints, save_atomic
 from contrastive.config import PretrainConfig
 from contrastive.device import pick_device, resolve_precision
@@ -42,26 +43,6 @@ from contrastive.subsets import limit_items
 from contrastive.train_log import MetricsLog
 
 MAX_SKIPS_IN_A_ROW = 20  # --skip-nonfinite gives up after this many bad steps in a row: the weights are gone.
-
-
-class Callback:
-    """Hooks into the loop; every one is a no-op unless overridden. `run` is the live Run."""
-
-    def on_start(self, run: "Run") -> None:
-        """After setup (and restore); `run.resumed` tells which."""
-
-    def wrap_batches(self, run: "Run", epoch: int, views_batches):
-        """The epoch's iterator of (views, labels); return it, or a wrapper (e.g. to time it)."""
-        return views_batches
-
-    def on_step(self, run: "Run", loss: float, finite: bool) -> None:
-        """After the optimizer, target and schedule steps of `run.step` (already counted)."""
-
-    def on_epoch_end(self, run: "Run", epoch: int, record: dict) -> None:
-        """Before the epoch's line is logged and its checkpoint saved; may add entries to `record`."""
-
-    def on_end(self, run: "Run") -> None:
-        """After the last step."""
 
 
 class KnnMonitor(Callback):
@@ -174,6 +155,11 @@ def restarted_with_checkpoints(cfg: PretrainConfig) -> bool:
 
 def setup(cfg: PretrainConfig, data=None, log=print, callbacks=()) -> Run:
     """Load the data, resolve the config once, build model, optimizer and schedule, claim the run folder."""
+    watchers = []
+    if cfg.tensorboard and dist.is_main():  # before anything is written: a missing package stops here
+        from contrastive.tensorboard import TensorBoardLog
+
+        watchers.append(TensorBoardLog())
     process_device = dist.init_from_env()  # under torchrun: join the group; this process's GPU (or the CPU)
     data = data or load_data(cfg.data, cfg.data_options)
     device = process_device or pick_device(cfg.device)
@@ -203,10 +189,7 @@ def setup(cfg: PretrainConfig, data=None, log=print, callbacks=()) -> Run:
     scheduler = build_scheduler(optimizer, total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
     views = reader.handler.pretrain_views(method_module(cfg.method).VIEWS, train, reader.inputs, cfg.data_options)
     monitors = [KnnMonitor()] if cfg.knn.every > 0 and data.test is not None and train.has_labels else []
-    if cfg.tensorboard and dist.is_main():
-        from contrastive.tensorboard import TensorBoardLog
-
-        monitors.append(TensorBoardLog())
+    monitors += watchers  # after the kNN monitor, so they see its number in the epoch record
     return Run(cfg, data, train, reader, device, model, forward, optimizer, scheduler, views, run_dir,
                MetricsLog(run_dir / "metrics.jsonl", enabled=dist.is_main()), log, monitors + list(callbacks),
                encoder_record(model, cfg, reader.inputs, feat_dim), steps_per_epoch, total_steps)
@@ -328,6 +311,7 @@ def run_epoch(run: Run, epoch: int) -> None:
     t0, seen0 = time.time(), run.stats["seen"]
     for batch, (views, _) in enumerate(bar, start=first):
         loss, _ = take_step(run, views, epoch)
+        run.batch = batch + 1
         rate = (run.stats["seen"] - seen0) / max(time.time() - t0, 1e-9)
         bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}")
         if run.step >= run.total_steps:
@@ -357,8 +341,11 @@ def describe(run: Run) -> None:
             f"global batch {cfg.batch_size} ({world} x {local_batch_size(cfg)}) | lr {cfg.lr_scaled:.4g} "
             f"({cfg.lr} x {cfg.batch_size}/256) | {cfg.epochs} epochs | {run.device} {cfg.precision}")
     if world > 1:
+        method = method_module(cfg.method)
+        note = method.distributed_note(cfg.method_options) if hasattr(method, "distributed_note") else ""
         run.log(f"{world} processes: lr scaled by the global batch; BN over "
-                + ("the global batch (SyncBN)" if cfg.sync_bn else f"each process's batch of {local_batch_size(cfg)}"))
+                + ("the global batch (SyncBN)" if cfg.sync_bn else f"each process's batch of {local_batch_size(cfg)}")
+                + (f"; {note}" if note else ""))
     run.log(f"run folder: {run.run_dir}")
 
 

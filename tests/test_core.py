@@ -193,3 +193,11 @@ def test_a_new_method_needs_one_module_and_one_registry_line(tmp_path, tiny_data
     from contrastive.evaluate.pretrained import load_pretrained
 
     assert load_pretrained(result.run_dir / "checkpoint-epoch0001.pt").head is None
+
+
+def test_supervised_budget_flags_are_not_read_as_pretraining_or_data_options(tmp_path, capsys):
+    # --no-augment is the budget's (a bool), not the image option --augment {auto,batch,per-image};
+    # --epochs 0 is a valid budget when --min-steps sets the steps.
+    assert main(["supervised", "--label-fraction", "0.01", "--epochs", "0", "--min-steps", "2", "--no-augment",
+                 "--device", "cpu"]) == 0
+    assert "supervised small_cnn from random init on 40 labels" in capsys.readouterr().out

@@ -97,6 +97,9 @@ def save_classifier(model: Classifier, path: str | Path, *, data: dict, label_fr
 def load_classifier(path: str | Path) -> tuple[Classifier, dict]:
     """(classifier, metadata) from a file written by save_classifier; one-line errors otherwise."""
     ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != KIND and ckpt["config"].get("kind") == KIND:
+        raise ContrastiveError(f"{path} is a classifier written by an older version of contrastive; fine-tune "
+                               "again (contrastive finetune --out DIR) to get one this version reads")
     if ckpt.get("kind") != KIND:
         raise ContrastiveError(f"{path} is not a classifier (it looks like a pretraining checkpoint); pass the "
                                "classifier.pt written by `contrastive finetune --out DIR`")

@@ -28,10 +28,9 @@ def extract_features(encoder: nn.Module, items, reader, device: torch.device | s
     for views, y in batches(items, reader.eval_views(items), order, batch_size, device, epoch_seed=0):
         feats.append(encoder(views[0]).float())
         labels.append(y.long())
-    if not feats:  # this process's share of a tiny dataset is empty: it still takes part in the gather
-        views, _ = next(batches(items, reader.eval_views(items), torch.zeros(1, dtype=torch.long), 1, device,
-                                epoch_seed=0))
-        feats, labels = [encoder(views[0]).float()[:0]], [torch.empty(0, dtype=torch.long, device=device)]
+    if not feats:  # this process's share is empty (or the data is): it still takes part in the gather
+        example = reader.handler.example_input(reader.inputs, 1).to(device)  # only its output width is used
+        feats, labels = [encoder(example).float()[:0]], [torch.empty(0, dtype=torch.long, device=device)]
     encoder.train(was_training)
     return dist.gather_uneven(torch.cat(feats)).cpu(), dist.gather_uneven(torch.cat(labels)).cpu()
 

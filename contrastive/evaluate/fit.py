@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from contrastive.batches import batches
+from contrastive.config import PRECISIONS
 from contrastive.device import resolve_precision
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.features import extract_features
@@ -36,9 +37,10 @@ class Budget:
     # On the digits with a random-init small_cnn, 0.1 >= 0.05 >> 0.02 at 40 and at 400 labels (one seed each).
     lr: float = opt(0.1, "SGD peak lr of the cosine schedule, not scaled with the batch size")
     weight_decay: float = opt(5e-4, "the SGD value of pretraining; never on BN or bias")
-    augment: bool = opt(True, "random crop (and flip where it applies): SimCLRv2 sec. 3 fine-tunes with only these")
+    augment: bool = opt(True, "the modality's light training views (images: random crop, and flip where it "
+                              "applies; SimCLRv2 sec. 3 fine-tunes with only these)")
     precision: str = opt("auto", "bf16 autocast where native (see contrastive.device), else fp32",
-                         choices=("auto", "fp32", "bf16"))
+                         choices=PRECISIONS)
 
     def kwargs(self) -> dict:
         return dataclasses.asdict(self)

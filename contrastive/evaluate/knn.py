@@ -35,8 +35,8 @@ def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.T
     return (preds == query_labels).float().mean().item()
 
 
-def encoder_knn_accuracy(encoder, bank_items, query_items, num_classes: int, reader, device="cpu", k: int = 200,
-                         temperature: float = 0.1) -> float:
+def encoder_knn_accuracy(encoder, bank_items, query_items, num_classes: int, reader, device, k: int,
+                         temperature: float) -> float:
     """kNN top-1 of a frozen encoder: `bank_items` (labelled) as the memory bank, `query_items` as queries;
     `reader` (contrastive.modality.Reader) says how the encoder reads them."""
     from contrastive.evaluate.features import extract_features

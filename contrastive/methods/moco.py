@@ -141,6 +141,12 @@ class MoCo(nn.Module):
         ema_update(self.key_projector, self.projector, self.momentum)
 
 
+def distributed_note(options: dict) -> str:
+    """What MoCo does across processes, for the run's log."""
+    shuffled = "on a batch shuffled across processes" if options["shuffle_bn"] else "without shuffling"
+    return f"MoCo keys {shuffled}; every process enqueues all keys"
+
+
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> MoCo:
     return MoCo(encoder, feat_dim, options.proj_hidden or feat_dim, options.proj_dim, options.head_layers,
                 options.temperature, options.queue_size, options.ema, options.symmetric,

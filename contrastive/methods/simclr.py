@@ -18,7 +18,7 @@ from torch import nn
 
 from contrastive import distributed as dist
 from contrastive.fields import opt
-from contrastive.heads import mlp
+from contrastive.heads import mlp, simclr_head_shape
 from contrastive.losses import nt_xent
 
 
@@ -44,9 +44,7 @@ class SimCLR(nn.Module):
                  head_layers: int = 3, temperature: float = 0.5, gather: bool = True):
         super().__init__()
         self.encoder = encoder
-        # SimCLR(v2) head: BN on every layer, an affine-free BN after the output (the official code).
-        self.head_shape = dict(in_dim=feat_dim, hidden_dim=proj_hidden, out_dim=proj_dim, num_layers=head_layers,
-                               batch_norm=True, last_bn=True)
+        self.head_shape = simclr_head_shape(feat_dim, proj_hidden, proj_dim, head_layers)
         self.projector = mlp(**self.head_shape)
         self.temperature = temperature
         self.gather = gather  # negatives from every rank (a no-op on one process)
@@ -71,6 +69,11 @@ class SimCLR(nn.Module):
             # (N, proj_dim) each, ranks in order, so row i of z1 and of z2 are still one image's views
             z1, z2 = dist.gather_with_grad(z1), dist.gather_with_grad(z2)
         return nt_xent(z1, z2, self.temperature), {}
+
+
+def distributed_note(options: dict) -> str:
+    """What SimCLR does across processes, for the run's log."""
+    return "SimCLR negatives from the global batch" if options["gather"] else "SimCLR negatives from each process"
 
 
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> SimCLR:
