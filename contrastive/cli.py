@@ -56,6 +56,24 @@ def add_budget_flags(p: argparse.ArgumentParser, preset) -> None:
     add_fields(p, Budget, base=preset)
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from contrastive.apply import cmd_predict as predict
+
+    return predict(args)
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from contrastive.apply import cmd_similar as similar
+
+    return similar(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from contrastive.export import cmd_export as export
+
+    return export(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from contrastive import commands
     from contrastive.config import KnnConfig
@@ -133,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "default: standard output")
     p.add_argument("--batch-size", type=int, default=256, help="items per forward pass")
     add_data_flags(p)
-    p.set_defaults(func=commands.cmd_predict)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("similar", help="the training items nearest to a query by the encoder's embedding (cosine)",
                        formatter_class=FORMAT)
@@ -144,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sheet", default="similar.png",
                    help="PNG of the query and its neighbours, where the modality can draw its items ('' for none)")
     add_data_flags(p)
-    p.set_defaults(func=commands.cmd_similar)
+    p.set_defaults(func=cmd_similar)
 
     p = sub.add_parser("export", help="write an encoder, classifier or student as ONNX, TorchScript or safetensors "
                                       "that runs without this package", formatter_class=FORMAT)
@@ -157,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                ".safetensors")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="largest absolute difference allowed between the exported file and PyTorch on a test batch")
-    p.set_defaults(func=commands.cmd_export)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("pipeline", help="the main job: pretrain -> kNN -> supervised / linear / finetune / distill "
                                         "at 1%%, 10%%, 100%% labels -> report", formatter_class=FORMAT)

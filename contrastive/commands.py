@@ -1,5 +1,5 @@
 """The subcommands after the command line has been parsed: pretrain, knn, linear, finetune, supervised,
-distill, embed, pipeline; predict and similar (contrastive.apply) and export (contrastive.export).
+distill, embed, pipeline (predict and similar are in contrastive.apply, export in contrastive.export).
 
 Each builds its config from the typed flags over the dataclass defaults (contrastive.fields),
 loads what it needs, checks it fits, calls the library and prints one result line; user
@@ -217,21 +217,3 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     run_pipeline(pipeline_config(args))
     return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from contrastive.apply import cmd_predict as predict
-
-    return predict(args)
-
-
-def cmd_similar(args: argparse.Namespace) -> int:
-    from contrastive.apply import cmd_similar as similar
-
-    return similar(args)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from contrastive.export import cmd_export as export
-
-    return export(args)

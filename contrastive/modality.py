@@ -22,6 +22,7 @@ A modality (images today; token sequences of source code next) is an object with
     eval_views(dataset, inputs) -> Views
     prepare_model(model, options) -> model     # e.g. a memory layout
     read_item(path, inputs)       a query file as a raw item (contrastive similar)
+    item_set(raw)                 a dataset of one raw item
     item_ids(dataset, split)      a name for every item (file paths, or split:index)
     export_module(module, inputs) the module behind its own input preprocessing (exported files)
     example_input(inputs, n)      a batch of what an exported module takes

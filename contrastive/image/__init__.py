@@ -154,7 +154,18 @@ class ImageModality:
         """One query file as a raw item: uint8 (C, H, W) with the encoder's channels; one-line error otherwise."""
         from contrastive.image.data import decode_image
 
-        return decode_image(path, inputs["channels"])
+        try:
+            return decode_image(path, inputs["channels"])
+        except ContrastiveError as e:  # decode_image's hint (--skip-bad-images) is for datasets, not queries
+            reason = str(e).split("; remove it")[0]
+            raise ContrastiveError(f"{reason}; pass an image file or SPLIT:INDEX as --query") from None
+
+    @staticmethod
+    def item_set(raw: torch.Tensor):
+        """A dataset of one raw item (a query), as load() gives them."""
+        from contrastive.image.data import ImageSet
+
+        return ImageSet(images=raw[None])
 
     @staticmethod
     def item_ids(dataset, split: str) -> list[str]:
