@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from contrastive.batches import batches
-from contrastive.checkpoint import load_checkpoint, save_atomic
+from contrastive.checkpoint import load_checkpoint, save_atomic, write_files_atomic
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.classifier import load_classifier, reader_of
 from contrastive.evaluate.features import extract_features
@@ -66,17 +66,8 @@ def positive(value: int, flag: str) -> int:
 
 
 def write_atomic(path: Path, write: Callable[[Path], None], flag: str) -> None:
-    """write(tmp) to a temporary file beside `path`, then rename it over `path`: no reader ever sees
-    half a file, and a failed write leaves nothing behind."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")  # same suffix: writers pick formats by it
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise ContrastiveError(f"cannot write {path} ({e.strerror or e}); choose another {flag}") from None
+    """write(tmp) to a temporary file beside `path`, then renamed over it (contrastive.checkpoint)."""
+    write_files_atomic({path: write}, flag)
 
 
 # --- predict ---------------------------------------------------------------------------------

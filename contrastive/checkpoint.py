@@ -170,7 +170,7 @@ def blocked_global(err: pickle.UnpicklingError) -> str | None:
 
 
 def not_a_checkpoint(path: Path, what: str) -> ContrastiveError:
-    return ContrastiveError(f"{path} is not a checkpoint ({what}); pass a checkpoint-epoch*.pt written by contrastive pretrain")
+    return ContrastiveError(f"{path} is not a checkpoint ({what}); pass a checkpoint-epoch*.pt written by contrastive pretrain (or a classifier .pt written by the pipeline, finetune or distill)")
 
 
 def corrupted(path: Path, reason: str) -> ContrastiveError:
@@ -214,3 +214,28 @@ def latest_good_checkpoint(run_dir: str | Path, warn=print) -> tuple[Path, dict]
 def prune_checkpoints(run_dir: str | Path, keep: int = KEEP_LAST) -> None:
     for old in list_checkpoints(run_dir)[keep:]:
         old.unlink(missing_ok=True)
+
+
+def write_files_atomic(files: dict, flag: str = "--out") -> None:
+    """files: target Path -> write(tmp). Each is written to a temporary file beside its target, then every
+    one is renamed over its target: a failure anywhere (a full disk, a check that does not pass) leaves none
+    of them behind, and no reader ever sees half a file. The temporary keeps the target's suffix (writers
+    pick formats by it)."""
+    tmps = {p: p.with_name(f".{p.stem}.tmp-{os.getpid()}{p.suffix}") for p in files}
+    target = None
+    try:
+        for target, write in files.items():
+            if not target.parent.exists():
+                target.parent.mkdir(parents=True)  # under a regular file: "Not a directory"
+            open(tmps[target], "wb").close()  # an unwritable target fails here, before a long write
+            write(tmps[target])
+        for target, tmp in tmps.items():
+            os.replace(tmp, target)
+    except OSError as e:
+        raise ContrastiveError(f"cannot write {target} ({e.strerror or e}); choose another {flag}") from None
+    finally:
+        for tmp in tmps.values():
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # its folder could not be made: nothing to remove
+                pass

@@ -26,6 +26,7 @@ A modality (images today; token sequences of source code next) is an object with
     item_ids(dataset, split)      a name for every item (file paths, or split:index)
     export_module(module, inputs) the module behind its own input preprocessing (exported files)
     example_input(inputs, n)      a batch of what an exported module takes
+    describe_input(inputs)        the same, in words, for messages
     contact_sheet(items, captions, path)   a picture of raw items, where the modality has one
 
 This module keeps the registry: one line per modality.

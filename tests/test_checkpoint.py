@@ -47,7 +47,7 @@ def write(path, data: bytes):
 ], ids=["readme", "json", "empty", "pickled-list", "pickled-os-system"])
 def test_a_file_that_torch_save_did_not_write_is_not_a_checkpoint(tmp_path, name, data, what):
     path = write(tmp_path / name, data)
-    assert load_error(path) == f"{path} is not a checkpoint ({what}); pass a checkpoint-epoch*.pt written by contrastive pretrain"
+    assert load_error(path) == f"{path} is not a checkpoint ({what}); pass a checkpoint-epoch*.pt written by contrastive pretrain (or a classifier .pt written by the pipeline, finetune or distill)"
 
 
 def test_random_bytes_are_not_a_checkpoint(tmp_path):
@@ -55,7 +55,7 @@ def test_random_bytes_are_not_a_checkpoint(tmp_path):
     assert data[:1] not in (b"\x80", b"P") and b"\0" in data  # neither a pickle, a zip nor text
     message = load_error(write(tmp_path / "noise.pt", data))
     assert message.endswith("noise.pt is not a checkpoint (not a PyTorch file); "
-                            "pass a checkpoint-epoch*.pt written by contrastive pretrain"), message
+                            "pass a checkpoint-epoch*.pt written by contrastive pretrain (or a classifier .pt written by the pipeline, finetune or distill)"), message
 
 
 def test_a_zip_that_is_not_a_torch_archive_is_not_a_checkpoint(tmp_path):
@@ -64,7 +64,7 @@ def test_a_zip_that_is_not_a_torch_archive_is_not_a_checkpoint(tmp_path):
         z.writestr("notes.txt", "hello")
     message = load_error(write(tmp_path / "notes.zip", buf.getvalue()))
     assert message.endswith("notes.zip is not a checkpoint (a zip archive, not a PyTorch file); "
-                            "pass a checkpoint-epoch*.pt written by contrastive pretrain"), message
+                            "pass a checkpoint-epoch*.pt written by contrastive pretrain (or a classifier .pt written by the pipeline, finetune or distill)"), message
 
 
 def test_a_truncated_torch_archive_is_named_as_such_in_whole_words(tmp_path):

@@ -189,6 +189,12 @@ class ImageModality:
         return torch.rand(n, inputs["channels"], inputs["image_size"], inputs["image_size"], generator=g)
 
     @staticmethod
+    def describe_input(inputs: dict) -> str:
+        """What an exported module takes, for people: 'float32 (N, C, H, W) in [0, 1]' with the numbers."""
+        size = inputs["image_size"]
+        return f"float32 (N, {inputs['channels']}, {size}, {size}) in [0, 1]"
+
+    @staticmethod
     def contact_sheet(items: list, captions: list[str], path) -> None:
         """A PNG of raw items side by side, each under its caption (query first, then its neighbours)."""
         import matplotlib
