@@ -150,9 +150,10 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_: float = 5e-3)
     _check_same_2d_shape("barlow_twins_loss", "z1", z1, "z2", z2)
     dtype = _compute_dtype(z1)
     n = z1.shape[0]
-    z1n, z2n = (F.batch_norm(z.to(dtype), None, None, training=True, eps=1e-5) for z in (z1, z2))  # (N, D)
-    c = z1n.T @ z2n / n  # (D, D)
-    return barlow_twins_from_correlation(c, lambda_)
+    with torch.autocast(z1.device.type, enabled=False):  # a D x D sum of N products: never in bf16
+        z1n, z2n = (F.batch_norm(z.to(dtype), None, None, training=True, eps=1e-5) for z in (z1, z2))  # (N, D)
+        c = z1n.T @ z2n / n  # (D, D)
+        return barlow_twins_from_correlation(c, lambda_)
 
 
 def barlow_twins_from_correlation(c: torch.Tensor, lambda_: float = 5e-3) -> torch.Tensor:
@@ -177,13 +178,14 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_weight: float = 25.0, va
     dtype = _compute_dtype(z1)
     z1, z2 = z1.to(dtype), z2.to(dtype)
     n, d = z1.shape
-    invariance = F.mse_loss(z1, z2)
-    c1, c2 = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)  # (N, D) centred
-    std1, std2 = (torch.sqrt(c.var(dim=0) + eps) for c in (c1, c2))  # (D,) unbiased
-    variance = F.relu(1 - std1).mean() / 2 + F.relu(1 - std2).mean() / 2
-    cov1, cov2 = c1.T @ c1 / (n - 1), c2.T @ c2 / (n - 1)  # (D, D)
-    covariance = _off_diagonal(cov1).pow(2).sum() / d + _off_diagonal(cov2).pow(2).sum() / d
-    return sim_weight * invariance + var_weight * variance + cov_weight * covariance
+    with torch.autocast(z1.device.type, enabled=False):  # the covariances are sums of N products: never in bf16
+        invariance = F.mse_loss(z1, z2)
+        c1, c2 = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)  # (N, D) centred
+        std1, std2 = (torch.sqrt(c.var(dim=0) + eps) for c in (c1, c2))  # (D,) unbiased
+        variance = F.relu(1 - std1).mean() / 2 + F.relu(1 - std2).mean() / 2
+        cov1, cov2 = c1.T @ c1 / (n - 1), c2.T @ c2 / (n - 1)  # (D, D)
+        covariance = _off_diagonal(cov1).pow(2).sum() / d + _off_diagonal(cov2).pow(2).sum() / d
+        return sim_weight * invariance + var_weight * variance + cov_weight * covariance
 
 
 def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -505,3 +505,14 @@ def test_dino_closed_form_and_teacher_detached():
     assert all(t.grad is None for t in teacher) and student[0].grad is not None
     with pytest.raises(ValueError, match="one view only"):
         dino_loss([torch.zeros(2, k)], [torch.zeros(2, k)], torch.zeros(k))
+
+
+
+def test_barlow_twins_and_vicreg_stay_in_float32_under_bf16_autocast():
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(32, 6, generator=g), torch.randn(32, 6, generator=g)
+    for loss in (barlow_twins_loss, vicreg_loss):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = loss(z1.bfloat16(), z2.bfloat16())
+        assert low.dtype == torch.float32
+        assert _scalar(low) == pytest.approx(_scalar(loss(z1.bfloat16().float(), z2.bfloat16().float())), rel=1e-6)

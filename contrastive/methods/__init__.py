@@ -25,15 +25,23 @@ from types import ModuleType
 from torch import nn
 
 from contrastive.errors import ContrastiveError
-from contrastive.methods import byol, moco, simclr
+from contrastive.methods import barlow_twins, byol, moco, mocov3, simclr, simsiam, vicreg
+from contrastive.methods.barlow_twins import BarlowTwins
 from contrastive.methods.byol import BYOL
 from contrastive.methods.moco import MoCo
+from contrastive.methods.mocov3 import MoCoV3
 from contrastive.methods.simclr import SimCLR
+from contrastive.methods.simsiam import SimSiam
+from contrastive.methods.vicreg import VICReg
 
 METHODS: dict[str, ModuleType] = {
     "simclr": simclr,  # Chen et al. 2020
     "moco": moco,  # MoCo v2: He et al. 2020, Chen et al. 2020
     "byol": byol,  # Grill et al. 2020
+    "simsiam": simsiam,  # Chen & He 2021
+    "barlow_twins": barlow_twins,  # Zbontar et al. 2021
+    "vicreg": vicreg,  # Bardes, Ponce & LeCun 2022
+    "mocov3": mocov3,  # Chen, Xie & He 2021
 }
 
 DEFAULT_METHOD = "simclr"  # the method of the SimCLRv2 few-label recipe (Chen et al. 2020)
@@ -73,5 +81,5 @@ def build_method(name: str, options: dict, encoder: nn.Module, feat_dim: int) ->
     return module.build(module.Options(**options), encoder, feat_dim)
 
 
-__all__ = ["SimCLR", "MoCo", "BYOL", "METHODS", "DEFAULT_METHOD", "build_method", "method_module", "method_names",
-           "resolve_options"]
+__all__ = ["SimCLR", "MoCo", "BYOL", "SimSiam", "BarlowTwins", "VICReg", "MoCoV3", "METHODS", "DEFAULT_METHOD",
+           "build_method", "method_module", "method_names", "resolve_options"]

@@ -31,9 +31,10 @@ class Options:
     gather: bool = opt(True, "under torchrun: negatives from the global batch of every process, exact gradients")
 
 
-# Base lr per 256 images, by optimizer. SGD 0.06: the MoCo CIFAR demo's recipe, which lightly's
-# CIFAR-10 benchmarks use for SimCLR too; LARS 0.3 x B/256: SimCLR appendix B.1; AdamW: a common
-# small-batch choice, not from the paper.
+# Base lr per 256 images, by optimizer. LARS 0.3 x B/256: SimCLR appendix B.1; AdamW: a common small-batch
+# choice, not from the paper.
+# SGD 0.06 per 256: the MoCo CIFAR demo's value (0.06, there at batch 512) taken per 256; lightly's
+# CIFAR-10 benchmarks use 0.06 x batch/128 (0.12 per 256). Every number in BENCHMARKS.md was measured with 0.06.
 BASE_LR = {"sgd": 0.06, "lars": 0.3, "adamw": 1e-3}
 SHAPE = ("proj_dim", "proj_hidden", "head_layers")  # options that shape the weights: a resume must share them
 VIEWS = "simclr"  # the modality's view recipe (images: SimCLR appendix A)
