@@ -33,7 +33,7 @@ from contrastive.checkpoint import load_checkpoint, write_files_atomic
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.classifier import KIND as CLASSIFIER
 from contrastive.evaluate.classifier import Classifier, load_classifier, reader_of
-from contrastive.evaluate.pretrained import build_neck, load_pretrained
+from contrastive.evaluate.pretrained import build_neck, load_pretrained, state_mismatches
 from contrastive.modality import Reader
 
 ENCODER = "encoder"
@@ -197,11 +197,7 @@ def rebuild(spec: dict, tensors: dict, path: Path) -> nn.Module:
         neck = build_neck(record["neck"]) if record.get("neck") else None
         encoder = Classifier(encoder, feat_dim, spec["num_classes"], neck=neck, record=record)
     module = reader.handler.export_module(encoder, reader.inputs)
-    expected = module.state_dict()
-    problems = [f"missing {k}" for k in expected if k not in tensors]
-    problems += [f"unexpected {k}" for k in tensors if k not in expected]
-    problems += [f"{k} is {tuple(tensors[k].shape)}, expected {tuple(v.shape)}"
-                 for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    problems = state_mismatches(module, tensors)
     if problems:
         raise ContrastiveError(f"{path} does not match its {spec_path(path).name}: {'; '.join(problems[:3])}; "
                                f"export it again")

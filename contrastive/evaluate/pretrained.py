@@ -74,13 +74,19 @@ def sub_state(state: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def load_weights(module: nn.Module, state: dict, path, what: str) -> None:
-    """Strict load_state_dict whose failure is a one-line ContrastiveError listing the first mismatches."""
+def state_mismatches(module: nn.Module, state: dict) -> list[str]:
+    """What keeps `state` from loading strictly into `module`: missing and unexpected keys, other shapes."""
     expected = module.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [f"{k} is {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} here"
+    problems += [f"{k} is {tuple(state[k].shape)} in the file, {tuple(v.shape)} here"
                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    return problems
+
+
+def load_weights(module: nn.Module, state: dict, path, what: str) -> None:
+    """Strict load_state_dict whose failure is a one-line ContrastiveError listing the first mismatches."""
+    problems = state_mismatches(module, state)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ContrastiveError(
