@@ -44,9 +44,10 @@ from contrastive.modality import load_data
 QUERY = re.compile(r"(\w+):(-?\d+)")  # SPLIT:INDEX, e.g. test:12
 
 
-def data_of(args: argparse.Namespace):
-    """The --data the user typed (the embedded default when omitted), with the reading options typed."""
-    return load_data(getattr(args, "data", None), reading_options(args))
+def data_of(args: argparse.Namespace, reader):
+    """The --data the user typed (the embedded default when omitted), with the reading options typed, read
+    the way the model reads its items (e.g. a folder of new images converted to the model's channels)."""
+    return load_data(getattr(args, "data", None), reading_options(args), inputs=reader.inputs)
 
 
 def split_of(data, split: str) -> tuple[str, object]:
@@ -114,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     batch_size = positive(args.batch_size, "--batch-size")
     model, meta = load_classifier(args.model)
     reader = reader_of(model)
-    data = data_of(args)
+    data = data_of(args, reader)
     reader.check(data, f"model {args.model}")
     split, items = split_of(data, args.split)
     classes = list(meta["data"]["classes"])
@@ -210,7 +211,7 @@ def label_name(label: int, classes: list[str]) -> str:
 def cmd_similar(args: argparse.Namespace) -> int:
     k = positive(args.k, "-k")
     pre = load_pretrained(args.checkpoint)
-    data = data_of(args)
+    data = data_of(args, pre.reader)
     pre.reader.check(data, f"checkpoint {args.checkpoint}")
     one, raw, label = query_of(args.query, data, pre.reader)
     device = device_of(args)

@@ -9,7 +9,8 @@ A modality (images today; token sequences of source code next) is an object with
     load_options                  names of its Options that reading data takes (every command that reads data)
     Options                       a frozen dataclass of its flags (sizes, view strength, ...)
     claims(spec) -> bool          whether a --data spec is its own
-    load(spec, given)             the data (given: the options typed, e.g. skip unreadable files): .train / .test sets of items (len, labels, subset,
+    load(spec, given, inputs)     the data (given: the options typed, e.g. skip unreadable files; inputs: an
+                                  encoder's record, to read the data as that encoder reads it, or None): .train / .test sets of items (len, labels, subset,
                                   in_memory / take for the batched path), .name, .num_classes, .classes
     resolve(given, data) -> dict  its options for this data, defaults filled in
     default_backbone(data)        the encoder to use when --backbone is not given
@@ -64,9 +65,10 @@ def modality_of(data):
     return modality_named(data.modality)
 
 
-def load_data(spec: str | None, options: dict | None = None):
-    """The data named by `spec`, read by the modality that claims it; `options`: that modality's."""
-    return modality_for(spec).load(spec, options or {})
+def load_data(spec: str | None, options: dict | None = None, inputs: dict | None = None):
+    """The data named by `spec`, read by the modality that claims it; `options`: that modality's; `inputs`:
+    an encoder's inputs record, to read the data the way that encoder reads (predict, similar)."""
+    return modality_for(spec).load(spec, options or {}, inputs)
 
 
 def data_help() -> str:

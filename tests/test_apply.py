@@ -238,3 +238,19 @@ def test_similar_draws_a_png_contact_sheet(checkpoint, tmp_path, capsys):
     with Image.open(sheet) as image:
         assert image.width > 3 * image.height  # five panels side by side: the query and four neighbours
     assert os.listdir(sheet.parent) == ["q.png"]
+
+
+def test_a_grayscale_model_predicts_a_folder_of_new_grayscale_pngs(tmp_path, capsys):
+    """A folder is read as RGB unless a model says otherwise: predict reads it with the model's channels."""
+    reader = Reader("image", {"channels": 1, "image_size": 28, "cifar_stem": True})
+    model = random_classifier(reader, "small_cnn", 10, seed=0)
+    path = save_classifier(model, tmp_path / "clf.pt", data={"name": "mnist", "num_classes": 10,
+                                                             "classes": [str(c) for c in range(10)]},
+                           label_fraction=1.0, indices=torch.arange(10))
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("L", (28, 28), 40 * i).save(folder / f"d{i}.png")
+    code, stdout, err = run(capsys, "predict", "--model", path, "--data", f"folder:{folder}")
+    assert code == 0, err
+    assert len(list(csv.reader(io.StringIO(stdout)))) == 4 and "predicted 3 items" in err

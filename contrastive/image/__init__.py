@@ -58,10 +58,13 @@ class ImageModality:
         return spec.partition(":")[0].strip().lower() in ("folder", "cifar10", "cifar100")
 
     @staticmethod
-    def load(spec: str | None, given: dict):
+    def load(spec: str | None, given: dict, inputs: dict | None = None):
+        """The data; with an encoder's inputs, its images are converted to that encoder's channels (a digit
+        model applied to a folder of grayscale PNGs, which a folder would otherwise read as RGB)."""
         from contrastive.image.data import load_data
 
-        return load_data(spec, skip_bad=bool(given.get("skip_bad_images", False)))
+        channels = inputs["channels"] if inputs else None
+        return load_data(spec, skip_bad=bool(given.get("skip_bad_images", False)), channels=channels)
 
     @staticmethod
     def resolve(given: dict, data) -> dict:
