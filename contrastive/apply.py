@@ -141,12 +141,20 @@ def index_path(checkpoint: str | Path) -> Path:
 
 
 def fingerprint(checkpoint: str | Path, data) -> dict:
-    """What the index depends on: the checkpoint file (size, mtime) and the training split (name, size, labels)."""
+    """What the index depends on: the checkpoint file (size, mtime) and the training split: its name,
+    size, labels and content (the items in memory, else each file's path, size and mtime)."""
     stat = os.stat(checkpoint)
-    labels = data.train.labels
+    train = data.train
+    labels = train.labels
     labels_hash = hashlib.sha256(labels.numpy().tobytes()).hexdigest() if labels is not None else "unlabelled"
+    content = hashlib.sha256()
+    if getattr(train, "in_memory", False):
+        content.update(train.take(torch.arange(len(train))).numpy().tobytes())
+    for path in getattr(train, "paths", None) or []:
+        info = os.stat(path)
+        content.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     return {"checkpoint_size": stat.st_size, "checkpoint_mtime_ns": stat.st_mtime_ns, "data": data.name,
-            "items": len(data.train), "labels": labels_hash}
+            "items": len(train), "labels": labels_hash, "content": content.hexdigest()}
 
 
 def embed(encoder, items, reader, device) -> torch.Tensor:
@@ -210,6 +218,9 @@ def label_name(label: int, classes: list[str]) -> str:
 
 def cmd_similar(args: argparse.Namespace) -> int:
     k = positive(args.k, "-k")
+    if load_checkpoint(args.checkpoint).get("kind") == "classifier":
+        raise ContrastiveError(f"{args.checkpoint} is a classifier; similar embeds with a pretrained encoder: pass "
+                               f"the checkpoint-epoch*.pt of the pretraining run (RUN/pretrain/ of the pipeline)")
     pre = load_pretrained(args.checkpoint)
     data = data_of(args, pre.reader)
     pre.reader.check(data, f"checkpoint {args.checkpoint}")
@@ -231,5 +242,5 @@ def cmd_similar(args: argparse.Namespace) -> int:
         raws = [raw] + [data.train[i][0] for i in idx.tolist()]
         captions = ["query"] + [f"{s:.2f} {n}" for s, n in zip(sims.tolist(), names)]
         write_atomic(sheet, lambda tmp: draw(raws, captions, tmp), "--sheet")
-        print(sheet)
+        print(f"sheet: {sheet}", file=sys.stderr)  # stdout stays the tab-separated neighbours
     return 0

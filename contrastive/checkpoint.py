@@ -190,15 +190,19 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+CHECKPOINT_NAME = re.compile(r"checkpoint-epoch(\d+)(?:-step(\d+))?\.pt")
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoints in a run folder, newest first (a mid-epoch one after its epoch's start)."""
+    """Checkpoints in a run folder, newest first (a mid-epoch one after its epoch's start). Only names
+    written by checkpoint_name count: files a user put beside them (an exported checkpoint-epoch0030.ts.pt,
+    a similarity index) are neither resumed from nor pruned."""
     def position(p: Path) -> tuple[int, int, int]:
-        m = re.fullmatch(r"checkpoint-epoch(\d+)(?:-step(\d+))?\.pt", p.name)
-        if not m:
-            return (-1, 0, 0)
+        m = CHECKPOINT_NAME.fullmatch(p.name)
         return (int(m.group(1)), m.group(2) is not None, int(m.group(2) or 0))
 
-    return sorted(Path(run_dir).glob(CHECKPOINT_GLOB), key=position, reverse=True)
+    found = [p for p in Path(run_dir).glob(CHECKPOINT_GLOB) if CHECKPOINT_NAME.fullmatch(p.name)]
+    return sorted(found, key=position, reverse=True)
 
 
 def latest_good_checkpoint(run_dir: str | Path, warn=print) -> tuple[Path, dict] | None:

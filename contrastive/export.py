@@ -12,7 +12,8 @@ names beside their targets and are renamed only once the check passes: a failed 
 nothing behind.
 
 safetensors holds weights only; `FILE.json` beside it holds what rebuilds the module with this
-package (`load_safetensors`) and the weights' sha256, so a file changed after export is refused.
+package (`load_safetensors`) and a sha256 of the weights and that JSON, so a file changed or damaged
+after export is refused (a check, not a signature: whoever rewrites both can recompute it).
 """
 
 from __future__ import annotations
@@ -105,9 +106,21 @@ def check(run, ex: Exportable, fmt: str, tolerance: float) -> float:
 
 # --- the formats: each writes `tmp` and checks it --------------------------------------------
 
+def needs_extra(fmt: str, *modules: str) -> None:
+    """One line naming the extra to install when a format's packages are missing."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise ContrastiveError(f"--format {fmt} needs {name}: pip install 'contrastive[export]'") from None
+
+
 def write_onnx(ex: Exportable, tmp: Path, tolerance: float) -> None:
     """torch.export-based exporter (the default since torch 2.9) with a dynamic batch axis; weights
     inside the one file (external_data=False), so the file is all a runtime needs."""
+    needs_extra("onnx", "onnx", "onnxscript", "onnxruntime")
     import onnxruntime
 
     example = ex.reader.handler.example_input(ex.reader.inputs, EXAMPLE_BATCH)
@@ -133,13 +146,15 @@ def write_torchscript(ex: Exportable, tmp: Path, tolerance: float) -> None:
 
 def safetensors_files(ex: Exportable, path: Path, tolerance: float) -> dict[Path, bytes]:
     """The weights and the JSON that rebuilds them, checked by rebuilding the module from both."""
+    needs_extra("safetensors", "safetensors")
     from safetensors.torch import load, save
 
     weights = save({k: v.detach().contiguous() for k, v in ex.module.state_dict().items()})
-    spec = {"kind": ex.kind, "record": ex.record, "weights": path.name,
-            "sha256": hashlib.sha256(weights).hexdigest(), "input": input_contract(ex), "output": ex.output}
+    spec = {"kind": ex.kind, "record": ex.record, "weights": path.name, "input": input_contract(ex),
+            "output": ex.output}
     if ex.classes is not None:
         spec.update(num_classes=len(ex.classes), classes=ex.classes)
+    spec["sha256"] = digest_of(hashlib.sha256(weights), spec)
     rebuilt = rebuild(spec, load(weights), path)
     with torch.no_grad():
         check(rebuilt, ex, "safetensors", tolerance)
@@ -167,19 +182,20 @@ def spec_path(weights: Path) -> Path:
 
 def load_safetensors(path) -> nn.Module:
     """The exported module (eval mode) from FILE and FILE.json, refusing weights changed after export."""
+    needs_extra("safetensors", "safetensors")
     from safetensors.torch import load_file
 
     path = Path(path)
     try:
         spec = json.loads(spec_path(path).read_text())
-        digest = sha256_of(path)
+        weights = sha256_of(path)
     except (OSError, ValueError) as e:
         raise ContrastiveError(f"cannot read {path} with its {spec_path(path).name} ({getattr(e, 'strerror', None) or e})"
                                f"; pass a .safetensors written by contrastive export") from None
     if not isinstance(spec, dict):
         raise ContrastiveError(f"{spec_path(path)} does not describe an exported module; export it again")
-    if spec.get("sha256") != digest:
-        raise ContrastiveError(f"{path} was changed after export (sha256 differs from {spec_path(path).name}); "
+    if spec.get("sha256") != digest_of(weights, spec):
+        raise ContrastiveError(f"{path} or its {spec_path(path).name} was changed after export (sha256 differs); "
                                f"export it again")
     try:
         return rebuild(spec, load_file(str(path)), path)
@@ -205,11 +221,21 @@ def rebuild(spec: dict, tensors: dict, path: Path) -> nn.Module:
     return module.eval()
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Path):
+    """The running sha256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(HASH_CHUNK):
             digest.update(chunk)
+    return digest
+
+
+def digest_of(weights, spec: dict) -> str:
+    """sha256 over the weights' bytes and the JSON's content (every field but the digest itself), so a
+    change to either is found. It detects changed or damaged files; it is not a signature."""
+    digest = weights.copy()
+    described = {k: v for k, v in spec.items() if k != "sha256"}
+    digest.update(json.dumps(described, sort_keys=True).encode())
     return digest.hexdigest()
 
 

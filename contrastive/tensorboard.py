@@ -66,8 +66,9 @@ class TensorBoardLog(Callback):
 
 
 def fraction_step(key: str) -> int:
-    """A label fraction ("0.01") as TensorBoard's integer x: the percent (1)."""
-    return round(float(key) * 100)
+    """A label fraction ("0.01") as TensorBoard's integer x, in basis points (100), so that fractions
+    below 1% (0.001, 0.005) keep steps of their own."""
+    return round(float(key) * 10_000)
 
 
 def log_results(folder: Path, results: dict) -> None:

@@ -155,12 +155,12 @@ def restarted_with_checkpoints(cfg: PretrainConfig) -> bool:
 
 def setup(cfg: PretrainConfig, data=None, log=print, callbacks=()) -> Run:
     """Load the data, resolve the config once, build model, optimizer and schedule, claim the run folder."""
+    process_device = dist.init_from_env()  # under torchrun: join the group; this process's GPU (or the CPU)
     watchers = []
     if cfg.tensorboard and dist.is_main():  # before anything is written: a missing package stops here
         from contrastive.tensorboard import TensorBoardLog
 
         watchers.append(TensorBoardLog())
-    process_device = dist.init_from_env()  # under torchrun: join the group; this process's GPU (or the CPU)
     data = data or load_data(cfg.data, cfg.data_options)
     device = process_device or pick_device(cfg.device)
     resume = cfg.resume or restarted_with_checkpoints(cfg)

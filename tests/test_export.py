@@ -171,6 +171,12 @@ def test_a_json_that_does_not_match_the_weights_is_refused_in_one_line(models, t
     spec = json.loads(spec_file.read_text())
     spec["record"]["neck"] = None  # the weights still hold the neck: their keys no longer match
     spec_file.write_text(json.dumps(spec))
+    with pytest.raises(ContrastiveError, match="classifier.safetensors.json was changed after export"):
+        load_safetensors(weights)  # the digest covers the JSON too
+    from contrastive.export import digest_of, sha256_of
+
+    spec["sha256"] = digest_of(sha256_of(weights), spec)  # rewritten with a matching digest: the shapes still differ
+    spec_file.write_text(json.dumps(spec))
     with pytest.raises(ContrastiveError) as e:
         load_safetensors(weights)
     assert "does not match its classifier.safetensors.json: unexpected module.neck" in str(e.value)

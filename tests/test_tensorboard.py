@@ -113,6 +113,7 @@ RESULTS = {
         "0.01": {"n_labels": 4, "supervised": 0.25, "linear": 0.375, "finetune": 0.5, "distill": 0.625},
         "0.1": {"n_labels": 40, "supervised": 0.5, "linear": 0.6, "finetune": 0.7, "distill": 0.75},
         "1.0": {"n_labels": 400, "supervised": 0.9, "linear": 0.8, "finetune": 0.95, "distill": 0.9375},
+        "0.005": {"n_labels": 2, "supervised": 0.125, "linear": 0.25, "finetune": 0.3, "distill": 0.35},
     },
 }
 
@@ -121,8 +122,9 @@ def test_log_results_writes_one_tag_per_column_and_the_table(tmp_path):
     log_results(tmp_path / "tb", RESULTS)
     events = read_events(tmp_path / "tb")
     for column in report.COLUMNS:
-        expected = {percent: f32(RESULTS["label_fractions"][key][column])
-                    for percent, key in ((1, "0.01"), (10, "0.1"), (100, "1.0"))}
+        # x in basis points: 0.5% keeps a step of its own beside 1%
+        expected = {points: f32(RESULTS["label_fractions"][key][column])
+                    for points, key in ((50, "0.005"), (100, "0.01"), (1000, "0.1"), (10000, "1.0"))}
         assert scalars(events, f"pipeline/{column}") == expected
     (text,) = events.Tensors("pipeline/results/text_summary")
     markdown = text.tensor_proto.string_val[0].decode()

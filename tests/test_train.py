@@ -168,3 +168,18 @@ def test_images_smaller_than_the_crop_are_upsampled(tmp_path, augment, capsys):
                  "--batch-size", "4", "--epochs", "1", "--augment", augment, "--out", str(out)]) == 0
     ckpt = load_checkpoint(out / "checkpoint-epoch0001.pt")
     assert ckpt["encoder"]["inputs"]["image_size"] == 24 and ckpt["step"] == 2
+
+
+
+def test_files_beside_the_checkpoints_are_neither_resumed_nor_pruned(tmp_path, tiny_data):
+    """An exported checkpoint-epoch0001.ts.pt or a similarity index beside the checkpoints must survive a
+    resumed run, which prunes all but the two newest checkpoints."""
+    from contrastive.checkpoint import list_checkpoints
+
+    pretrain(tiny_cfg(tmp_path, epochs=1), data=tiny_data, log=quiet)
+    kept = [tmp_path / "run" / "checkpoint-epoch0001.ts.pt", tmp_path / "run" / "checkpoint-epoch0001.index.pt"]
+    for path in kept:
+        path.write_bytes(b"user file")
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-epoch0001.pt"]
+    pretrain(tiny_cfg(tmp_path, epochs=3, resume=True), data=tiny_data, log=quiet)
+    assert all(p.read_bytes() == b"user file" for p in kept)
