@@ -7,34 +7,23 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
 from conftest import make_splits
 from contrastive import distributed as dist
 from contrastive.heads import mlp
-from contrastive.image.backbones import small_cnn
 from contrastive.methods import METHODS, BarlowTwins, MoCoV3, SimSiam, VICReg
 from contrastive.methods.mocov3 import contrastive_loss
 from contrastive.momentum import cosine_ema, frozen_copy
 
+from test_distributed import WORLD, run_two_ranks  # noqa: E402
+from test_methods import fixed_views, tiny_encoder  # noqa: E402
+
 NEW = ["simsiam", "barlow_twins", "vicreg", "mocov3"]
-
-
-def tiny_encoder():
-    torch.manual_seed(0)
-    return small_cnn(1, width=4)  # (encoder, 16)
-
-
-def fixed_views(n=16, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 12, 12, generator=g)
-    return [x + 0.1 * torch.randn(x.shape, generator=g), x + 0.1 * torch.randn(x.shape, generator=g)]
 
 
 def two_batches():
@@ -211,24 +200,7 @@ def test_mocov3_key_encoder_gets_no_gradient_and_follows_the_cosine_momentum():
 
 # --- two gloo processes against one (the pattern of test_distributed.py) --------------------------
 
-WORLD = 2
 N_GLOBAL = 8  # 4 per rank
-
-
-def _worker(rank: int, init_file: str, job, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        torch.save(job(), os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.cleanup()
-    os._exit(0)  # skip interpreter finalization; see test_distributed._exit_without_finalizing
-
-
-def run_two_ranks(job, tmp_path) -> list:
-    mp.start_processes(_worker, args=(str(tmp_path / "rendezvous"), job, str(tmp_path)), nprocs=WORLD,
-                       join=True, start_method="spawn")
-    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
 
 def _images() -> list[torch.Tensor]:
