@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import csv
 import hashlib
-import math
 import os
 import re
 import sys
@@ -30,9 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from contrastive.batches import batches
 from contrastive.checkpoint import load_checkpoint, save_atomic, write_files_atomic
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.classifier import load_classifier, reader_of
@@ -73,16 +70,10 @@ def write_atomic(path: Path, write: Callable[[Path], None], flag: str) -> None:
 
 # --- predict ---------------------------------------------------------------------------------
 
-@torch.no_grad()
 def predict_proba(model: torch.nn.Module, items, reader, device: torch.device, batch_size: int) -> torch.Tensor:
     """Softmax probabilities (N, num_classes) float32 on the cpu, in item order, the model in eval mode."""
-    model.to(device).eval()
-    order = torch.arange(len(items), dtype=torch.long)
-    produced = batches(items, reader.eval_views(items), order, batch_size, device, epoch_seed=0)
-    bar = tqdm(produced, total=math.ceil(len(items) / batch_size), desc="predict", unit="batch", leave=False,
-               disable=None, file=sys.stderr)
-    probs = [F.softmax(model(views[0]).float(), dim=1).cpu() for views, _ in bar]  # each (B, num_classes)
-    return torch.cat(probs)
+    logits, _ = extract_features(model.to(device), items, reader, device, batch_size, progress="predict")
+    return F.softmax(logits, dim=1)
 
 
 def csv_rows(ids: list[str], probs: torch.Tensor, classes: list[str]) -> list[list[str]]:
@@ -218,9 +209,6 @@ def label_name(label: int, classes: list[str]) -> str:
 
 def cmd_similar(args: argparse.Namespace) -> int:
     k = positive(args.k, "-k")
-    if load_checkpoint(args.checkpoint).get("kind") == "classifier":
-        raise ContrastiveError(f"{args.checkpoint} is a classifier; similar embeds with a pretrained encoder: pass "
-                               f"the checkpoint-epoch*.pt of the pretraining run (RUN/pretrain/ of the pipeline)")
     pre = load_pretrained(args.checkpoint)
     data = data_of(args, pre.reader)
     pre.reader.check(data, f"checkpoint {args.checkpoint}")

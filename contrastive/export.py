@@ -62,11 +62,12 @@ def load_exportable(path) -> Exportable:
     """A classifier file (its "kind" says so) or, failing that, a pretraining checkpoint's encoder.
 
     The encoder's record drops the neck: the pretraining head is not part of what is exported."""
-    if load_checkpoint(path).get("kind") == CLASSIFIER:
-        model, meta = load_classifier(path)
+    ckpt = load_checkpoint(path)  # read once: its "kind" decides which loader rebuilds it
+    if ckpt.get("kind") == CLASSIFIER:
+        model, meta = load_classifier(path, ckpt)
         reader, record, classes = reader_of(model), dict(model.record), list(meta["data"]["classes"])
     else:
-        pre = load_pretrained(path)
+        pre = load_pretrained(path, ckpt)
         model, reader, record, classes = pre.encoder, pre.reader, dict(pre.record, neck=None), None
     kind = CLASSIFIER if classes is not None else ENCODER
     return Exportable(kind, wrapped(model, reader), reader, record, classes)

@@ -7,7 +7,7 @@ point at step 0) line up:
 
     train/loss, train/lr                      every cfg.log_every steps, as in metrics.jsonl
     epoch/loss, epoch/items_per_s, knn/top1   at the last step of each epoch (kNN when measured)
-    pipeline/<column>                         the pipeline's accuracies, x = label fraction in %
+    pipeline/<column>                         the pipeline's accuracies, x = label fraction in basis points
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def fraction_step(key: str) -> int:
 
 
 def log_results(folder: Path, results: dict) -> None:
-    """The pipeline's accuracy table in TensorBoard: one scalar tag per column (x = label fraction in %)
+    """The pipeline's accuracy table in TensorBoard: one scalar tag per column (x = label fraction in basis points)
     and the Markdown table as text."""
     writer = summary_writer_class()(log_dir=str(folder))
     for key, row in results["label_fractions"].items():

@@ -259,7 +259,7 @@ def test_a_grayscale_model_predicts_a_folder_of_new_grayscale_pngs(tmp_path, cap
 
 def test_similar_refuses_a_classifier_in_one_line(classifier, capsys):
     code, _, err = run(capsys, "similar", "--checkpoint", classifier, "--query", "test:0")
-    assert code == 2 and "is a classifier; similar embeds with a pretrained encoder" in one_error_line(err)
+    assert code == 2 and "is a classifier; this command embeds with a pretrained encoder" in one_error_line(err)
 
 
 def test_the_index_is_rebuilt_when_the_images_change(tmp_path):

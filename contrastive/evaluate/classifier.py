@@ -15,10 +15,10 @@ from torch import nn
 
 from contrastive.checkpoint import load_checkpoint, save_atomic
 from contrastive.errors import ContrastiveError
-from contrastive.evaluate.pretrained import Pretrained, build_neck
+from contrastive.evaluate.pretrained import CLASSIFIER_KIND, Pretrained, build_neck
 from contrastive.modality import Reader
 
-KIND = "classifier"
+KIND = CLASSIFIER_KIND
 
 
 class Classifier(nn.Module):
@@ -94,9 +94,10 @@ def save_classifier(model: Classifier, path: str | Path, *, data: dict, label_fr
     return path
 
 
-def load_classifier(path: str | Path) -> tuple[Classifier, dict]:
-    """(classifier, metadata) from a file written by save_classifier; one-line errors otherwise."""
-    ckpt = load_checkpoint(path)
+def load_classifier(path: str | Path, ckpt: dict | None = None) -> tuple[Classifier, dict]:
+    """(classifier, metadata) from a file written by save_classifier; one-line errors otherwise.
+    `ckpt`: the file's contents when the caller has read them already."""
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     if ckpt.get("kind") != KIND and ckpt["config"].get("kind") == KIND:
         raise ContrastiveError(f"{path} is a classifier written by an older version of contrastive; fine-tune "
                                "again (contrastive finetune --out DIR) to get one this version reads")

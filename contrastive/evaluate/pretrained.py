@@ -29,13 +29,20 @@ class Pretrained:
     path: str
 
 
-def load_pretrained(path) -> Pretrained:
+CLASSIFIER_KIND = "classifier"  # the "kind" of a classifier file (evaluate/classifier.py writes it)
+
+
+def load_pretrained(path, ckpt: dict | None = None) -> Pretrained:
     """The encoder (and the neck, where the method keeps one) of a pretraining checkpoint, on the cpu.
+    `ckpt`: the file's contents when the caller has read them already.
 
     Every failure is a one-line ContrastiveError naming the file: missing or corrupt (from
-    load_checkpoint), not a pretraining checkpoint, or weights that do not fit the backbone.
+    load_checkpoint), a classifier, not a pretraining checkpoint, or weights that do not fit the backbone.
     """
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
+    if ckpt.get("kind") == CLASSIFIER_KIND:
+        raise ContrastiveError(f"{path} is a classifier; this command embeds with a pretrained encoder: pass the "
+                               f"checkpoint-epoch*.pt of the pretraining run (RUN/pretrain/ of the pipeline)")
     record, model = ckpt.get("encoder"), ckpt["model"]
     encoder_state = sub_state(model, "encoder.")
     if not isinstance(record, dict) or not {"modality", "backbone", "inputs"} <= set(record) or not encoder_state:
