@@ -225,3 +225,18 @@ def dino_loss(student_out: list[torch.Tensor], teacher_out: list[torch.Tensor], 
     if pairs == 0:
         raise ValueError("dino_loss: one view only; it needs a student view other than each teacher view")
     return total / pairs
+
+
+def contrastive_loss(q: torch.Tensor, keys: torch.Tensor, offset: int, temperature: float) -> torch.Tensor:
+    """MoCo v3's in-batch InfoNCE, as the official code computes it: a pure function.
+
+    q: (n, D) queries; keys: (K, D) keys, the positive of query i at row offset + i (K >= offset + n).
+    Both are L2-normalised here; keys are constants. Returns CE(q keys^T / T, offset + i) * 2T.
+    """
+    _check_temperature("contrastive_loss", temperature)
+    dtype = _compute_dtype(q)
+    q = F.normalize(q.to(dtype), dim=1)
+    keys = F.normalize(keys.detach().to(dtype), dim=1)
+    logits = q @ keys.T / temperature  # (n, K)
+    labels = torch.arange(q.shape[0], device=q.device) + offset  # (n,)
+    return F.cross_entropy(logits, labels) * (2 * temperature)

@@ -31,6 +31,7 @@ from torch import nn
 from contrastive import distributed as dist
 from contrastive.fields import opt
 from contrastive.heads import mlp
+from contrastive.losses import contrastive_loss
 from contrastive.momentum import cosine_ema, ema_update, frozen_copy
 
 
@@ -53,20 +54,6 @@ class Options:
 BASE_LR = {"sgd": 0.06, "lars": 0.3, "adamw": 1.5e-4}
 SHAPE = ("proj_dim", "proj_hidden", "head_layers", "pred_hidden")  # options that shape the weights
 VIEWS = "byol"  # MoCo v3 implementation details: BYOL's augmentations
-
-
-def contrastive_loss(q: torch.Tensor, keys: torch.Tensor, offset: int, temperature: float) -> torch.Tensor:
-    """MoCo v3's in-batch InfoNCE, as the official code computes it: a pure function.
-
-    q: (n, D) queries; keys: (K, D) keys, the positive of query i at row offset + i (K >= offset + n).
-    Both are L2-normalised here; keys are constants. Returns CE(q keys^T / T, offset + i) * 2T.
-    """
-    dtype = torch.promote_types(q.dtype, torch.float32)
-    q = F.normalize(q.to(dtype), dim=1)
-    keys = F.normalize(keys.detach().to(dtype), dim=1)
-    logits = q @ keys.T / temperature  # (n, K)
-    labels = torch.arange(q.shape[0], device=q.device) + offset  # (n,)
-    return F.cross_entropy(logits, labels) * (2 * temperature)
 
 
 class MoCoV3(nn.Module):
