@@ -156,7 +156,7 @@ def test_finetune_starts_from_the_head_layer_and_leaves_pretrained_untouched(tmp
     budget = Budget(epochs=1, min_steps=3, batch_size=16, lr=0.05, augment=False)
     tuned, acc = finetune(pre, tiny_data.train, tiny_data.test, 4, budget=budget)
     assert 0.0 <= acc <= 1.0 and tuned.neck is not None
-    assert not torch.equal(tuned.encoder.state_dict()["0.weight"], encoder_before["0.weight"])  # it trained
+    assert not torch.equal(tuned.encoder.state_dict()["features.0.weight"], encoder_before["features.0.weight"])  # it trained
     assert_same_state(state(pre.encoder), encoder_before)  # ... a copy
     assert_same_state(state(pre.head), head_before)
 
@@ -228,11 +228,11 @@ def test_supervised_baseline_is_the_same_network_from_random_init(tmp_path, tiny
     ours, theirs = model.encoder.state_dict(), pre.encoder.state_dict()
     assert ours.keys() == theirs.keys()
     assert all(ours[k].shape == theirs[k].shape for k in ours)
-    assert not torch.allclose(ours["0.weight"], theirs["0.weight"])
+    assert not torch.allclose(ours["features.0.weight"], theirs["features.0.weight"])
     assert_same_state(state(random_classifier(READER, "small_cnn", 4, seed=0)),
                       state(random_classifier(READER, "small_cnn", 4, seed=0)))
-    assert not torch.equal(random_classifier(READER, "small_cnn", 4, seed=1).encoder[0].weight,
-                           random_classifier(READER, "small_cnn", 4, seed=0).encoder[0].weight)
+    assert not torch.equal(random_classifier(READER, "small_cnn", 4, seed=1).encoder.features[0].weight,
+                           random_classifier(READER, "small_cnn", 4, seed=0).encoder.features[0].weight)
 
 
 # --- distillation ---------------------------------------------------------------------------------

@@ -225,8 +225,8 @@ def test_moco_with_bn_splits_steps_and_its_encoder_loads_into_a_plain_backbone()
     before = copy.deepcopy(model.encoder.state_dict())
     losses = train_steps(model, fixed_views(), 5)
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert not torch.equal(before["0.weight"], model.encoder.state_dict()["0.weight"])
-    assert not torch.equal(before["1.running_mean"], model.encoder.state_dict()["1.running_mean"])
+    assert not torch.equal(before["features.0.weight"], model.encoder.state_dict()["features.0.weight"])
+    assert not torch.equal(before["features.1.running_mean"], model.encoder.state_dict()["features.1.running_mean"])
     plain, _ = small_cnn(1, width=4)
     plain.load_state_dict(model.encoder.state_dict())  # strict: the same keys as plain BN
     x = fixed_views()[0]

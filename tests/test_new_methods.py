@@ -82,7 +82,7 @@ def test_simsiam_stop_gradient_on_the_projection_side():
     for name, g in grads(model).items():
         torch.testing.assert_close(g, with_stop[name], msg=name)
     # the stop-gradient changes the encoder's gradient (the check above is not vacuous)
-    assert not torch.allclose(with_stop["encoder.0.weight"], without["encoder.0.weight"], atol=1e-6)
+    assert not torch.allclose(with_stop["encoder.features.0.weight"], without["encoder.features.0.weight"], atol=1e-6)
     assert model.projector[-1][-1].affine is False and len(model.predictor) == 2  # output BN w/o affine; 2 layers
 
 

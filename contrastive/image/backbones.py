@@ -1,37 +1,53 @@
 """Encoders: one registry from a name to a network that maps images to feature vectors.
 
-Every backbone returns (N, feat_dim) features after global average pooling, which is
-what the projection heads, the kNN monitor and the linear probe consume.
+Every backbone returns (N, feat_dim) features after pooling, which is what the projection
+heads, the kNN monitor and the linear probe consume. A backbone that can also give the map
+before pooling has `local_features(x)` (N, D, H, W) (Deep InfoMax and CPC use it).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 from contrastive.errors import ContrastiveError
 
 
-def small_cnn(in_channels: int, width: int = 32) -> tuple[nn.Module, int]:
+class SmallCNN(nn.Module):
     """Four 3x3 conv-BN-ReLU blocks, two of them strided: trains in minutes on a 2-core CPU.
 
-    For 28 px digits the maps go 28 -> 28 -> 14 -> 7 -> 7, then global average pooling.
+    For 28 px digits the maps go 28 -> 28 -> 14 -> 7 -> 7. `local_features(x)` is that last
+    map (N, 4w, 7, 7); `forward(x)` average-pools it to a pool x pool grid and flattens it,
+    (N, 4w * pool^2). pool=1 is global average pooling; a 2x2 grid keeps where the strokes
+    are, which global pooling throws away (label-efficiency issue: pooling one trained map
+    3x3 instead of 1x1 raised a 40-label linear probe from 0.72 to 0.80).
     """
-    w = width
 
-    def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    def __init__(self, in_channels: int, width: int = 32, pool: int = 1):
+        super().__init__()
+        w = width
 
-    net = nn.Sequential(
-        *block(in_channels, w, 1),
-        *block(w, 2 * w, 2),
-        *block(2 * w, 4 * w, 2),
-        *block(4 * w, 4 * w, 1),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-    )
-    return net, 4 * w
+        def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(*block(in_channels, w, 1), *block(w, 2 * w, 2), *block(2 * w, 4 * w, 2),
+                                      *block(4 * w, 4 * w, 1))
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.local_dim, self.out_dim = 4 * w, 4 * w * pool * pool
+
+    def local_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The map before pooling: (N, local_dim, H/4, W/4)."""
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+
+def small_cnn(in_channels: int, width: int = 32, pool: int = 1) -> tuple[nn.Module, int]:
+    net = SmallCNN(in_channels, width, pool)
+    return net, net.out_dim
 
 
 def torchvision_resnet(name: str, in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
@@ -68,6 +84,7 @@ def timm_model(name: str, in_channels: int) -> tuple[nn.Module, int]:
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "small_cnn": lambda in_channels, cifar_stem: small_cnn(in_channels),
+    "small_cnn_grid": lambda in_channels, cifar_stem: small_cnn(in_channels, pool=2),
     **{n: (lambda in_channels, cifar_stem, n=n: torchvision_resnet(n, in_channels, cifar_stem)) for n in RESNETS},
 }
 
