@@ -38,11 +38,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contrastive.batches import Views
+from contrastive.code import CODE
 from contrastive.errors import ContrastiveError
 from contrastive.image import IMAGE
 
 MODALITIES = {
     IMAGE.name: IMAGE,
+    CODE.name: CODE,
 }
 
 

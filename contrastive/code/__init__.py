@@ -1,0 +1,185 @@
+"""The source-code modality: C/C++ functions as token sequences (issue: vulnerable-code detection
+from few labels). Parsing, label-leak removal, vocabularies, views and encoders live here.
+
+It is one object, CODE, with the interface described in contrastive.modality. Items are int64
+(V, L) token tensors: row 0 the normalised function, rows 1.. its semantics-preserving variants.
+
+Default Juliet subset (`--juliet-cases`, DEFAULT_CASES): see that constant for the measurement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from contrastive.batches import Views
+from contrastive.code.baselines import BASELINES
+from contrastive.errors import ContrastiveError
+from contrastive.fields import opt
+
+TASK_CHOICES = ("vulnerable", "cwe")
+# 2,000 of Juliet's 64,099 test cases, drawn with a fixed seed: about 6,300 functions after
+# deduplication. Measured on the 2-core CPU (issue 14 note): pretraining 256-token batches of 2
+# views runs at ~110 functions/s with the transformer and ~330/s with the cnn, so 10 epochs of the
+# cnn take ~3 minutes and leave the pipeline's classifier stages room inside 30 minutes.
+DEFAULT_CASES = 2000
+
+
+@dataclass(frozen=True)
+class Options:
+    task: str = opt("vulnerable", "code: the label set; vulnerable (from Juliet's bad*/good* names: flawed or "
+                                  "fixed) or cwe (the test case's CWE)", choices=TASK_CHOICES)
+    juliet_cases: int = opt(DEFAULT_CASES, "code: how many Juliet test cases to read, a fixed random draw (0: all "
+                                           "64,099; the whole suite is for a GPU or torchrun)")
+    max_tokens: int = opt(256, "code: tokens per function; longer ones are cut (counted in the log); 256 holds "
+                               "about 97% of Juliet's functions")
+    variants: int = opt(4, "code: stored versions of each function, the original and semantics-preserving "
+                           "rewrites drawn once at load time (renaming, dead code, reordering)")
+    vocab_size: int = opt(8000, "code: the most tokens in the vocabulary, built from the training split only")
+
+
+class CodeModality:
+    name = "code"
+    noun = "functions"
+    Options = Options
+    load_options = ("task", "juliet_cases", "max_tokens", "variants", "vocab_size")
+    specs = "juliet:DIR, code:DIR, code:FILE.jsonl"
+    specs_help = ("source code: juliet:DIR (the unpacked juliet-c folder of NIST's Juliet C/C++ 1.3, labelled by "
+                  "--task), code:DIR (any C/C++ tree, unlabelled) or code:FILE.jsonl (records {\"code\", \"label\"})")
+    backbones_help = "source code: transformer or cnn; default cnn (the cheaper one on a CPU)"
+    # name -> function(labeled, pool, queries, num_classes, seed) -> float (len(queries), num_classes) probabilities
+    baselines = BASELINES
+    contact_sheet = None  # code has no picture: `similar` then says so and writes no sheet (contrastive.apply)
+
+    @staticmethod
+    def claims(spec: str | None) -> bool:
+        return spec is not None and spec.partition(":")[0].strip().lower() in ("juliet", "code")
+
+    @staticmethod
+    def load(spec: str, given: dict, inputs: dict | None = None):
+        """The data; with an encoder's inputs, tokenised with that encoder's vocabulary and length."""
+        from contrastive.code.data import load_code
+
+        o = _options(given)
+        length = inputs["max_tokens"] if inputs else o.max_tokens
+        return load_code(spec, task=o.task, max_tokens=length, variants=o.variants, vocab_size=o.vocab_size,
+                         juliet_cases=o.juliet_cases or None, vocab=inputs["vocab"] if inputs else None)
+
+    @staticmethod
+    def resolve(given: dict, data) -> dict:
+        return dataclasses.asdict(_options(given))
+
+    @staticmethod
+    def default_backbone(data) -> str:
+        """cnn: about three times the transformer's speed on a 2-core CPU (see DEFAULT_CASES)."""
+        return "cnn"
+
+    @staticmethod
+    def encoder_inputs(data, options: dict) -> dict:
+        return {"vocab": list(data.vocab), "max_tokens": data.max_tokens}
+
+    @staticmethod
+    def build_encoder(backbone: str, inputs: dict):
+        from contrastive.code.encoders import build_encoder
+
+        return build_encoder(backbone, len(inputs["vocab"]), inputs["max_tokens"])
+
+    @staticmethod
+    def check_inputs(inputs: dict, data, path) -> None:
+        if list(data.vocab) != list(inputs["vocab"]) or data.max_tokens != inputs["max_tokens"]:
+            raise ContrastiveError(f"{path} reads tokens with another vocabulary or length than {data.name} was read "
+                                   f"with; pass the --data, --juliet-cases and --vocab-size it was trained on")
+
+    @staticmethod
+    def pretrain_views(recipe: str, dataset, inputs: dict, options: dict) -> Views:
+        """Two views from one recipe for every method (contrastive.code.views); `recipe` is not needed."""
+        from contrastive.code.views import TokenRecipe, one_item, token_view, trimmed
+
+        def two(items, g):
+            return trimmed([token_view(items, TokenRecipe(), g), token_view(items, TokenRecipe(), g)])
+
+        return Views(lambda item: one_item(two, item), two)
+
+    @staticmethod
+    def classifier_views(dataset, inputs: dict, augment: bool) -> Views:
+        from contrastive.code.views import LIGHT, one_item, token_view, trimmed
+
+        if not augment:
+            return CodeModality.eval_views(dataset, inputs)
+
+        def light(items, g):
+            return trimmed([token_view(items, LIGHT, g)])
+
+        return Views(lambda item: one_item(light, item), light)
+
+    @staticmethod
+    def eval_views(dataset, inputs: dict) -> Views:
+        """The function itself (row 0), untouched (batches cut to their longest function)."""
+        from contrastive.code.views import trimmed
+
+        return Views(lambda item: [item[0]], lambda items, g: trimmed([items[:, 0]]))
+
+    @staticmethod
+    def prepare_model(model: torch.nn.Module, options: dict) -> torch.nn.Module:
+        return model
+
+    # --- applying what was learned (predict, similar, export) -------------------------------
+
+    @staticmethod
+    def read_item(path: str, inputs: dict) -> torch.Tensor:
+        """The first function of a C/C++ file as a raw item int64 (1, L), with the encoder's vocabulary."""
+        from contrastive.code.data import encode
+        from contrastive.code.extract import read_functions
+
+        functions, reason = read_functions(path)
+        if not functions:
+            raise ContrastiveError(f"{path}: {reason or 'no function found'}; pass a C/C++ file with a function "
+                                   f"or SPLIT:INDEX as --query")
+        index = {t: i for i, t in enumerate(inputs["vocab"])}
+        return encode([list(functions[0].tokens)], index, inputs["max_tokens"])
+
+    @staticmethod
+    def item_set(raw: torch.Tensor):
+        from contrastive.code.data import CodeSet
+
+        return CodeSet(raw[None])
+
+    @staticmethod
+    def item_ids(dataset, split: str) -> list[str]:
+        return list(dataset.ids)
+
+    @staticmethod
+    def export_module(module: torch.nn.Module, inputs: dict) -> torch.nn.Module:
+        """The encoder itself: it takes the token ids the vocabulary (saved with it) gives."""
+        return module
+
+    @staticmethod
+    def example_input(inputs: dict, n: int = 2) -> torch.Tensor:
+        """int64 (n, L) token ids, a random prefix of each row, padded with 0."""
+        g = torch.Generator().manual_seed(0)
+        length, size = inputs["max_tokens"], len(inputs["vocab"])
+        ids = torch.randint(3, max(4, size), (n, length), generator=g)
+        keep = torch.arange(length)[None] < torch.randint(1, length + 1, (n, 1), generator=g)
+        return torch.where(keep, ids, torch.zeros_like(ids))
+
+    @staticmethod
+    def describe_input(inputs: dict) -> str:
+        return (f"int64 token ids (N, {inputs['max_tokens']}), 0 = padding, from a vocabulary of "
+                f"{len(inputs['vocab'])}")
+
+
+def _options(given: dict) -> Options:
+    known = {f.name for f in dataclasses.fields(Options)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ContrastiveError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} is not an option of "
+                               f"source-code data")
+    o = Options(**given)
+    if o.task not in TASK_CHOICES:
+        raise ContrastiveError(f"unknown task '{o.task}'; choose one of: {', '.join(TASK_CHOICES)}")
+    return o
+
+
+CODE = CodeModality()

@@ -1,0 +1,49 @@
+"""The Juliet Test Suite for C/C++ 1.3 (NIST SARD; public domain): its layout and its labels.
+
+    juliet-c/testcases/CWE<id>_<name>/[sNN/]CWE<id>_<name>__<variant>_<flow>[a-e|_bad|_goodG2B|...].c|.cpp
+
+A test case is one flaw variant and flow: CWE121_..._CWE129_fgets_22 is held by its files
+..._22a.c and ..._22b.c together. Labels come from function names, which are then erased:
+a name holding "bad" is flawed (vulnerable), one holding "good" is fixed (goodG2B, goodB2GSink,
+good1, ...). The dispatcher `..._good()` only calls the good variants and is left out, as are
+main() and helpers without a label (static flags such as staticTrue).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from contrastive.code.extract import language_of
+
+CASE_OF_FILE = re.compile(r"^(CWE(\d+)_.+_\d+)(?:[a-z]|_bad|_good\w*)?$")
+VULNERABLE, FIXED = "vulnerable", "fixed"
+
+
+def case_of(path: str) -> tuple[str, int] | None:
+    """(test-case id, CWE number) of a Juliet source file, or None for a file that is not one."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    match = CASE_OF_FILE.match(stem)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def label_of_name(name: str) -> str | None:
+    """vulnerable, fixed, or None (main, helpers, the good() dispatcher)."""
+    last = name.split("::")[-1].lstrip("~").lower()
+    if last == "good" or last.endswith("_good"):
+        return None  # the dispatcher: good1(); good2(); ... (a fixed label no flawed function could share)
+    if "bad" in last:
+        return VULNERABLE
+    if "good" in last:
+        return FIXED
+    return None
+
+
+def source_files(root: str) -> list[str]:
+    """The .c/.cpp files under DIR/testcases (or DIR itself), sorted; testcasesupport is left out."""
+    top = os.path.join(root, "testcases") if os.path.isdir(os.path.join(root, "testcases")) else root
+    found = []
+    for parent, dirs, files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "testcasesupport")
+        found += [os.path.join(parent, f) for f in sorted(files) if language_of(f)]
+    return found
