@@ -292,3 +292,13 @@ def shuffle_across_ranks(x: torch.Tensor, generator: torch.Generator | None = No
         return gather(y)[inverse[mine]]
 
     return x_all[perm[mine]], unshuffle
+
+
+@torch.no_grad()
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """The sum of x over ranks, as a new tensor (x is unchanged): DINO's center of the global batch,
+    SwAV's Sinkhorn normalisations over the global batch. The identity (a copy) at world size 1."""
+    x = x.detach().clone()
+    if world_size() > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x

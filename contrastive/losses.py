@@ -10,6 +10,9 @@ Shape notation: N is the batch size, D the embedding width, K the MoCo queue len
 C the number of classes.
 """
 
+import math
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -240,3 +243,107 @@ def contrastive_loss(q: torch.Tensor, keys: torch.Tensor, offset: int, temperatu
     logits = q @ keys.T / temperature  # (n, K)
     labels = torch.arange(q.shape[0], device=q.device) + offset  # (n,)
     return F.cross_entropy(logits, labels) * (2 * temperature)
+
+
+# --- clusters (SwAV), mutual-information bounds (Deep InfoMax) and predictive coding (CPC) ---------
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3,
+                   total: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """SwAV's online codes (Caron et al. 2020, sec. 3.1 and Algorithm 1; official distributed_sinkhorn).
+
+    scores: (B, K) similarities of B embeddings to K prototypes. Q = exp(scores / epsilon)^T
+    (K, B) is rescaled so that it sums to 1, then `iterations` times its rows are made to sum
+    to 1/K (equal use of the prototypes) and its columns to 1/B; the codes are B Q^T, (B, K),
+    each row a distribution over the prototypes. `total(t)` sums a tensor over the batches
+    of every process (torch.distributed's all-reduce), so that B and the row sums are those
+    of the global batch; the identity by default (one process). The codes are constants.
+    epsilon 0.05 and 3 iterations are the paper's (sec. 4 and appendix A).
+    """
+    total = total or (lambda t: t)
+    dtype = _compute_dtype(scores)
+    q = torch.exp(scores.detach().to(dtype) / epsilon).T  # (K, B); scores are cosines, exp(1 / 0.05) fits float32
+    k = q.shape[0]
+    b = total(torch.tensor(float(q.shape[1]), dtype=dtype, device=q.device))  # the global batch
+    q = q / total(q.sum())
+    for _ in range(iterations):
+        q = q / total(q.sum(dim=1, keepdim=True)) / k  # rows: each prototype gets mass 1/K
+        q = q / q.sum(dim=0, keepdim=True) / b  # columns: each embedding gets mass 1/B (its own rank's)
+    return (q * b).T  # (B, K), rows sum to 1
+
+
+def swapped_prediction_loss(scores: list[torch.Tensor], codes: list[torch.Tensor],
+                            temperature: float = 0.1) -> torch.Tensor:
+    """SwAV's swapped prediction (Caron et al. 2020, eq. 1-2, with multi-crop as in the official code).
+
+    scores: one (B, K) prototype-score tensor per crop; codes: one (B, K) code per crop whose
+    code is computed (crops 0, 1, ... in order: the global crops). For every code q_i and every
+    other crop v, the cross-entropy -sum_k q_ik log softmax(scores_v / T)_k, averaged over the
+    batch and the crops v != i, then over the codes. Codes are constants.
+    """
+    _check_temperature("swapped_prediction_loss", temperature)
+    if len(scores) < 2 or not codes or len(codes) > len(scores):
+        raise ValueError("swapped_prediction_loss: needs at least two crops and one code per assigned crop")
+    dtype = _compute_dtype(scores[0])
+    log_p = [F.log_softmax(s.to(dtype) / temperature, dim=1) for s in scores]
+    loss = 0.0
+    for i, q in enumerate(codes):
+        q = q.detach().to(dtype)
+        loss = loss + sum(-(q * log_p[v]).sum(dim=1).mean() for v in range(len(scores)) if v != i) / (len(scores) - 1)
+    return loss / len(codes)
+
+
+def jsd_mutual_information(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Deep InfoMax's Jensen-Shannon MI estimator (Hjelm et al. 2019, eq. 4), with the official code's
+    log 2 offsets:
+
+        I_JSD = E_P[log 2 - sp(-T(x, y))] - E_{P x P~}[sp(T(x', y)) - log 2],   sp = softplus
+
+    positive: scores T of pairs drawn from the joint (a local feature and its own image's
+    global feature), any shape; negative: scores of pairs from the product of the marginals
+    (another image's global feature). Returns the estimate; it lies in [-inf, 2 log 2], is 0
+    when every score is 0 and reaches 2 log 2 when the scores separate perfectly. The loss is
+    its negative.
+    """
+    dtype = _compute_dtype(positive)
+    log2 = math.log(2.0)
+    e_joint = (log2 - F.softplus(-positive.to(dtype))).mean()
+    e_marginal = (F.softplus(negative.to(dtype)) - log2).mean()
+    return e_joint - e_marginal
+
+
+def local_global_jsd_loss(local: torch.Tensor, global_: torch.Tensor) -> torch.Tensor:
+    """Local Deep InfoMax (Hjelm et al. 2019, sec. 3.2, eq. 5 with the JSD estimator): -I_JSD averaged
+    over locations, with the encode-and-dot-product scores T(local_ij, global_k) = local_ij . global_k.
+
+    local: (N, D, L) embedded local features (L locations per item); global_: (N, D) embedded
+    global features. The positives are (location j of item i, global i); the negatives pair
+    every location of item i with the global feature of every other item k != i.
+    """
+    if local.dim() != 3 or global_.dim() != 2 or local.shape[:2] != global_.shape:
+        raise ValueError(f"local_global_jsd_loss: local (N, D, L) and global (N, D), got {tuple(local.shape)} "
+                         f"and {tuple(global_.shape)}")
+    n = local.shape[0]
+    if n < 2:
+        raise ValueError("local_global_jsd_loss: the negatives need a batch of at least 2")
+    dtype = _compute_dtype(local)
+    scores = torch.einsum("idl,kd->ikl", local.to(dtype), global_.to(dtype))  # (N, N, L): item i's locations x global k
+    same = torch.eye(n, dtype=torch.bool, device=local.device)  # (N, N): the positives
+    return -jsd_mutual_information(scores[same], scores[~same])
+
+
+def cpc_info_nce(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """CPC's InfoNCE (van den Oord et al. 2018, eq. 4; Hénaff et al. 2020, eq. 3 and 5).
+
+        L = -mean_i log  exp(p_i . z_i) / sum_j exp(p_i . z_j)
+
+    predictions: (M, D) predicted latents W_k c_t; targets: (M, D) the latents z_{t+k} they
+    predict, row i the positive of prediction i and every other row a negative (other
+    positions and other items of the batch). The score is the plain dot product, as in
+    both papers (no normalisation, no temperature).
+    """
+    _check_same_2d_shape("cpc_info_nce", "predictions", predictions, "targets", targets)
+    dtype = _compute_dtype(predictions)
+    logits = predictions.to(dtype) @ targets.to(dtype).T  # (M, M)
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))

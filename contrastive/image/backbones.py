@@ -50,6 +50,64 @@ def small_cnn(in_channels: int, width: int = 32, pool: int = 1) -> tuple[nn.Modu
     return net, net.out_dim
 
 
+class SmallViT(nn.Module):
+    """A small Vision Transformer (Dosovitskiy et al. 2021) from PyTorch's own layers, for 28-32 px images.
+
+    Patches of `patch` x `patch` pixels are embedded by one strided convolution; a CLS token and
+    learned position embeddings (for an 8 x 8 grid: 32 px at patch 4) are added, and pre-norm
+    transformer blocks (GELU MLP of 4x the width) run on the tokens. `forward(x)` is the CLS
+    token after the final LayerNorm, (N, dim), as DINO and MoCo v3 use it; `local_features(x)`
+    is the patch tokens as a map (N, dim, H / patch, W / patch). Other grid sizes (28 px digits:
+    7 x 7, DINO's small local crops) interpolate the position embeddings bicubically, as DINO's
+    official ViT does. Width 192, 3 heads (DeiT-Ti, Touvron et al. 2021) and 6 blocks instead of
+    12, so that a CPU can train it.
+    """
+
+    def __init__(self, in_channels: int, patch: int = 4, dim: int = 192, depth: int = 6, heads: int = 3,
+                 grid: int = 8):
+        super().__init__()
+        self.patch, self.grid = patch, grid
+        self.embed = nn.Conv2d(in_channels, dim, patch, patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.position = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
+        nn.init.trunc_normal_(self.position, std=0.02)  # as timm and DINO's ViT
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.local_dim = self.out_dim = dim
+
+    def _positions(self, h: int, w: int) -> torch.Tensor:
+        """Position embeddings (1, 1 + h * w, dim) for an h x w grid of patches."""
+        if (h, w) == (self.grid, self.grid):
+            return self.position
+        cls, grid = self.position[:, :1], self.position[:, 1:]
+        d = grid.shape[-1]
+        grid = grid.reshape(1, self.grid, self.grid, d).permute(0, 3, 1, 2)  # (1, dim, grid, grid)
+        grid = nn.functional.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+        return torch.cat([cls, grid.flatten(2).transpose(1, 2)], dim=1)
+
+    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """(N, 1 + h * w, dim) after the final norm, and the grid's h, w."""
+        x = self.embed(x)  # (N, dim, h, w)
+        n, _, h, w = x.shape
+        x = torch.cat([self.cls.expand(n, -1, -1), x.flatten(2).transpose(1, 2)], dim=1)  # (N, 1 + h w, dim)
+        return self.norm(self.blocks(x + self._positions(h, w))), h, w
+
+    def local_features(self, x: torch.Tensor) -> torch.Tensor:
+        t, h, w = self.tokens(x)
+        return t[:, 1:].transpose(1, 2).reshape(t.shape[0], -1, h, w)  # (N, dim, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tokens(x)[0][:, 0]  # the CLS token, (N, dim)
+
+
+def vit_tiny(in_channels: int) -> tuple[nn.Module, int]:
+    net = SmallViT(in_channels)
+    return net, net.out_dim
+
+
 def torchvision_resnet(name: str, in_channels: int, cifar_stem: bool) -> tuple[nn.Module, int]:
     """A torchvision ResNet without its classifier, randomly initialised (no weights are downloaded).
 
@@ -85,6 +143,7 @@ RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "small_cnn": lambda in_channels, cifar_stem: small_cnn(in_channels),
     "small_cnn_grid": lambda in_channels, cifar_stem: small_cnn(in_channels, pool=2),
+    "vit_tiny": lambda in_channels, cifar_stem: vit_tiny(in_channels),  # patch 4, for 28-32 px images
     **{n: (lambda in_channels, cifar_stem, n=n: torchvision_resnet(n, in_channels, cifar_stem)) for n in RESNETS},
 }
 

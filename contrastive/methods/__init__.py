@@ -25,7 +25,7 @@ from types import ModuleType
 from torch import nn
 
 from contrastive.errors import ContrastiveError
-from contrastive.methods import barlow_twins, byol, moco, mocov3, simclr, simsiam, vicreg
+from contrastive.methods import barlow_twins, byol, cpc, dino, infomax, moco, mocov3, simclr, simsiam, swav, vicreg
 from contrastive.methods.barlow_twins import BarlowTwins
 from contrastive.methods.byol import BYOL
 from contrastive.methods.moco import MoCo
@@ -42,6 +42,10 @@ METHODS: dict[str, ModuleType] = {
     "barlow_twins": barlow_twins,  # Zbontar et al. 2021
     "vicreg": vicreg,  # Bardes, Ponce & LeCun 2022
     "mocov3": mocov3,  # Chen, Xie & He 2021
+    "dino": dino,  # Caron et al. 2021
+    "swav": swav,  # Caron et al. 2020
+    "infomax": infomax,  # Deep InfoMax: Hjelm et al. 2019
+    "cpc": cpc,  # CPC v2: Hénaff et al. 2020 (van den Oord et al. 2018)
 }
 
 DEFAULT_METHOD = "simclr"  # the method of the SimCLRv2 few-label recipe (Chen et al. 2020)

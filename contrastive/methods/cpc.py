@@ -1,0 +1,103 @@
+"""Contrastive Predictive Coding (van den Oord et al. 2018, arXiv:1807.03748), as CPC v2 applies it
+to images (Hénaff et al. 2020, arXiv:1905.09272), and to sequences.
+
+The encoder's local features z = `encoder.local_features(x)` form a grid (N, D, H, W) of
+latents, or a sequence (N, D, L), taken as a grid of one column. A context network that
+sees only the rows above and the current row (a stack of row-causal convolutions, a small
+stand-in for CPC v2's masked PixelCNN) gives c_ij; for k = 1..K rows ahead a linear map
+W_k predicts z_{i+k, j} from c_ij, and InfoNCE scores each prediction against the true
+latent and the latents at other positions and items of the batch (losses.cpc_info_nce,
+plain dot products). The loss is the mean over k.
+
+Choices of this file: at most `max_pairs` (prediction, target) pairs per offset are drawn
+at random for the InfoNCE (the full set is (N * H * W)^2 scores); CPC v2's patching of the
+image (independent overlapping patches, so no latent sees the pixels of the row it
+predicts) is replaced by the backbone's own map, whose cells do overlap: prediction
+over a few rows is easier than with patches. Only top-to-bottom prediction. For sequences
+every position is used (no padding mask). Under torchrun the negatives are the process's
+own (DDP averages the loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from contrastive.fields import opt
+from contrastive.losses import cpc_info_nce
+from contrastive.methods.infomax import local_width
+
+
+@dataclass(frozen=True)
+class Options:
+    steps: int = opt(3, "K, how many rows (or positions) ahead are predicted (CPC v2: up to 5 rows of a 7x7 "
+                        "grid; 3 here for the 7x7 map of 28 px digits)")
+    context_hidden: int = opt(256, "width of the context network (not from the papers: a CPU-sized choice)")
+    context_layers: int = opt(3, "row-causal residual blocks of the context network (CPC v2 uses a deeper masked-convolution network)")
+    max_pairs: int = opt(2048, "at most this many prediction-target pairs per offset in the InfoNCE (not from the "
+                               "papers: bounds the score matrix)")
+
+
+# Base lr per 256 images. AdamW 2e-4 (CPC v1 used Adam 2e-4). SGD 0.06 and LARS 0.3: the package's values for
+# the other methods, not from the papers.
+BASE_LR = {"sgd": 0.06, "lars": 0.3, "adamw": 2e-4}
+SHAPE = ("steps", "context_hidden", "context_layers")  # options that shape the weights
+VIEWS = "one_view"  # one view per item: CPC predicts within an item
+
+
+class RowCausalBlock(nn.Module):
+    """ReLU -> conv whose output at row i sees rows i - 1 and i only (3 columns wide) -> + input."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, (2, 3))
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return c + self.conv(F.pad(F.relu(c), (1, 1, 1, 0)))  # pad left, right, top: nothing from below
+
+
+class CPC(nn.Module):
+    def __init__(self, encoder: nn.Module, latent_dim: int, options: Options = Options()):
+        super().__init__()
+        o = options
+        self.encoder = encoder
+        self.options = o
+        self.context = nn.Sequential(nn.Conv2d(latent_dim, o.context_hidden, 1),
+                                     *[RowCausalBlock(o.context_hidden) for _ in range(o.context_layers)])
+        self.predict = nn.ModuleList(nn.Conv2d(o.context_hidden, latent_dim, 1) for _ in range(o.steps))  # W_k
+
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """z as a grid (N, D, rows, columns): a sequence (N, D, L) is L rows of one column."""
+        z = self.encoder.local_features(x)
+        return z.unsqueeze(-1) if z.dim() == 3 else z
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        z = self.latents(views[0])  # (N, D, H, W)
+        c = self.context(z)  # (N, hidden, H, W); row i from rows <= i
+        rows = z.shape[2]
+        if rows < 2:
+            raise ValueError(f"CPC needs at least 2 rows (positions) of latents, got {rows}")
+        losses = []
+        for k, w in enumerate(self.predict[:rows - 1], start=1):
+            pred = w(c[:, :, :-k])  # (N, D, H - k, W): predictions for rows k..H-1
+            target = z[:, :, k:]  # (N, D, H - k, W)
+            pred, target = (t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]) for t in (pred, target))  # (M, D)
+            if len(pred) > self.options.max_pairs:
+                keep = torch.randperm(len(pred), device=pred.device)[:self.options.max_pairs]
+                pred, target = pred[keep], target[keep]
+            losses.append(cpc_info_nce(pred, target))
+        return torch.stack(losses).mean(), {}
+
+    def classifier_neck(self) -> None:
+        """Fine-tuning starts from the encoder alone (no head layer is kept)."""
+        return None
+
+    def update_target(self, progress: float) -> None:
+        """CPC has no target network."""
+
+
+def build(options: Options, encoder: nn.Module, feat_dim: int) -> CPC:
+    return CPC(encoder, local_width(encoder), options)

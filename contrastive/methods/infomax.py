@@ -1,0 +1,93 @@
+"""Deep InfoMax, local objective (Hjelm et al. 2019, arXiv:1808.06670): DIM(L).
+
+Maximise the mutual information between the global feature of an item and each of its
+local features. The encoder gives both: `encoder.local_features(x)` (N, D, H, W), or
+(N, D, L) for sequences, and `encoder(x)` (N, feat_dim). Each is embedded by a small
+network with a linear shortcut (1x1 convolutions for the locations, an MLP for the global
+feature), and the score of a pair is their dot product ("encode-and-dot-product", sec. 3.2
+and appendix A.2). The MI is estimated with the Jensen-Shannon bound (eq. 4), positives
+being each location with its own item's global feature, negatives every location with
+every other item's (losses.local_global_jsd_loss). The paper's DIM(L) weights are
+alpha = 0 (global), beta = 1 (local), gamma = 0.1 (prior matching).
+
+Not implemented: the global objective (alpha, 0 in DIM(L)) and the adversarial prior
+matching (gamma), which needs a discriminator trained against the encoder. The local map
+is the backbone's last map before pooling (the paper takes an intermediate layer, and
+computes the global feature from it with more layers). Under torchrun the negatives are
+the process's own items (the loss is per batch; DDP averages it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from contrastive.fields import opt
+from contrastive.losses import local_global_jsd_loss
+
+
+@dataclass(frozen=True)
+class Options:
+    embed_dim: int = opt(512, "width of the score space of the local and global embeddings (not from the paper: "
+                              "a CPU-sized choice)")
+    embed_hidden: int = opt(512, "hidden width of the two embedding networks (not from the paper)")
+    local_weight: float = opt(1.0, "beta, the weight of the local MI term (DIM(L): 1.0)")
+
+
+# Base lr per 256 images. AdamW 1e-4: the paper trains with Adam at 1e-4 (appendix A.2). SGD 0.06 and LARS 0.3:
+# the package's values for the other methods, not from the paper.
+BASE_LR = {"sgd": 0.06, "lars": 0.3, "adamw": 1e-4}
+SHAPE = ("embed_dim", "embed_hidden")  # options that shape the weights
+VIEWS = "one_view"  # one view per item: DIM contrasts an item's parts with its whole, not two views
+
+
+class Embed(nn.Module):
+    """x -> ReLU-MLP(x) + Linear(x), along dim 1: (N, in) or (N, in, L)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, along_positions: bool):
+        super().__init__()
+        layer = (lambda i, o: nn.Conv1d(i, o, 1)) if along_positions else nn.Linear  # a 1x1 conv is per location
+        self.block = nn.Sequential(layer(in_dim, hidden), nn.ReLU(inplace=True), layer(hidden, out_dim))
+        self.shortcut = layer(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x) + self.shortcut(x)
+
+
+class DeepInfoMax(nn.Module):
+    def __init__(self, encoder: nn.Module, feat_dim: int, local_dim: int, options: Options = Options()):
+        super().__init__()
+        o = options
+        self.encoder = encoder
+        self.local_weight = o.local_weight
+        self.local_embed = Embed(local_dim, o.embed_hidden, o.embed_dim, along_positions=True)
+        self.global_embed = Embed(feat_dim, o.embed_hidden, o.embed_dim, along_positions=False)
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        x = views[0]
+        local = self.encoder.local_features(x)  # (N, D, H, W) or (N, D, L)
+        local = local.flatten(2)  # (N, D, L): locations in a row
+        pooled = self.encoder(x)  # (N, feat_dim)
+        l, g = self.local_embed(local), self.global_embed(pooled)  # (N, E, L), (N, E)
+        loss = self.local_weight * local_global_jsd_loss(l, g)
+        return loss, {}
+
+    def classifier_neck(self) -> None:
+        """Fine-tuning starts from the encoder alone (no head layer is kept)."""
+        return None
+
+    def update_target(self, progress: float) -> None:
+        """Deep InfoMax has no target network."""
+
+
+def local_width(encoder: nn.Module) -> int:
+    """The width D of encoder.local_features (attribute local_dim), which DIM and CPC need."""
+    if not hasattr(encoder, "local_features") or not hasattr(encoder, "local_dim"):
+        raise ValueError("this method needs an encoder with local_features(x) and local_dim (e.g. small_cnn, vit_tiny)")
+    return int(encoder.local_dim)
+
+
+def build(options: Options, encoder: nn.Module, feat_dim: int) -> DeepInfoMax:
+    return DeepInfoMax(encoder, feat_dim, local_width(encoder), options)
