@@ -50,15 +50,18 @@ class TokenCNN(nn.Module):
     def __init__(self, vocab_size: int, width: int = 128, kernel: int = 5, depth: int = 3):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, width, padding_idx=PAD)
-        blocks = []
-        for _ in range(depth):
-            blocks += [nn.Conv1d(width, width, kernel, padding=kernel // 2), nn.BatchNorm1d(width), nn.ReLU()]
-        self.convs = nn.Sequential(*blocks)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(width, width, kernel, padding=kernel // 2), nn.BatchNorm1d(width), nn.ReLU())
+            for _ in range(depth))
         self.out_dim = width
 
     def local_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, width, L)."""
-        return self.convs(self.embed(x).transpose(1, 2))
+        """(N, width, L); padded positions are zero after every block, so padding reads as the edge."""
+        keep = (x != PAD)[:, None, :].to(self.embed.weight.dtype)
+        h = self.embed(x).transpose(1, 2)
+        for block in self.blocks:
+            h = block(h) * keep
+        return h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.local_features(x)

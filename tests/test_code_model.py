@@ -1,0 +1,189 @@
+"""The code modality's views, encoders, baseline and its place in the one training loop (issue 14)."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("tree_sitter_c")
+
+from contrastive.code import CODE  # noqa: E402
+from contrastive.code.baselines import tfidf  # noqa: E402
+from contrastive.code.data import MASK, PAD, CodeSet, CodeSplits  # noqa: E402
+from contrastive.code.encoders import build_encoder  # noqa: E402
+from contrastive.code.normalise import normalise  # noqa: E402
+from contrastive.code.parse import has_error, parse  # noqa: E402
+from contrastive.code.transforms import (insert_dead_code, rename_placeholders, reorder_declarations,  # noqa: E402
+                                         source_variant)
+from contrastive.code.views import crop, delete_span, mask, token_view, TokenRecipe, trimmed  # noqa: E402
+from contrastive.modality import modality_for  # noqa: E402
+
+FUNCTIONS = [
+    ("c", """void bad_one(int n) { int a = 1; int b = 2; char buf[10]; int c = a + b;
+             memset(buf, 0, 10); if (n > 0) { int d = 3; int e = 4; buf[n] = d + e; } printf("%d\\n", c); }"""),
+    ("c", """static int good_two(char * s) { size_t len = strlen(s); int k = 0; int j = 5; k = j;
+             while (k < 5) { k++; } return (int)len + k; }"""),
+    ("cpp", """void Klass::bad_three() { int * p = new int[5]; int q = 0; p[q] = 1; delete [] p; }"""),
+    ("c", """int f(void) { return 0; }"""),
+]
+
+
+def normalised(language, code):
+    source = code.encode()
+    root = parse(source, language).root_node
+    assert not has_error(root)
+    return normalise(root.children[0], source)[0]
+
+
+@pytest.mark.parametrize("language, code", FUNCTIONS)
+@pytest.mark.parametrize("seed", range(5))
+def test_every_source_view_keeps_the_code_parseable(language, code, seed):
+    text = normalised(language, code)
+    rng = random.Random(seed)
+    for view in (lambda t: rename_placeholders(t, rng), lambda t: insert_dead_code(t, language, rng),
+                 lambda t: reorder_declarations(t, language, rng), lambda t: source_variant(t, language, rng)):
+        out = view(text)
+        assert not has_error(parse(out.encode(), language).root_node), out
+
+
+def test_renaming_is_one_to_one_and_consistent():
+    text = normalised(*FUNCTIONS[0])
+    out = rename_placeholders(text, random.Random(3))
+    before, after = re.findall(r"\b[A-Z]+_\d+\b", text), re.findall(r"\b[A-Z]+_\d+\b", out)
+    assert len(before) == len(after) and before != after
+    mapping = dict(zip(before, after))
+    assert all(mapping[b] == a for b, a in zip(before, after))  # the same name always gets the same new name
+    assert len(set(mapping.values())) == len(mapping)  # no two names merge
+    assert all(b.split("_")[0] == a.split("_")[0] for b, a in mapping.items())  # kinds kept
+    assert re.sub(r"\b[A-Z]+_\d+\b", "N", text) == re.sub(r"\b[A-Z]+_\d+\b", "N", out)  # nothing else changed
+
+
+def test_dead_code_is_an_untaken_branch_after_the_declarations():
+    text = normalised(*FUNCTIONS[0])
+    out = insert_dead_code(text, "c", random.Random(0))
+    assert out.count("if ( 0 )") == 1 and len(out) > len(text)
+    assert out.index("if ( 0 )") > out.index("char VAR_")  # after the leading declarations
+
+
+def test_reordering_moves_only_independent_declarations():
+    text = normalised(*FUNCTIONS[0])  # int a; int b; char buf[10]; int c = a + b;
+    orders = set()
+    for seed in range(30):
+        out = reorder_declarations(text, "c", random.Random(seed))
+        decls = re.findall(r"(?:int|char) (VAR_\d+)", out)[1:]  # the parameter n is VAR_1
+        orders.add(tuple(decls[:4]))
+        a, b, c = "VAR_2", "VAR_3", "VAR_5"  # c = a + b must stay after a and b
+        assert decls.index(c) > decls.index(a) and decls.index(c) > decls.index(b)
+        assert sorted(out.split()) == sorted(text.split())  # the same tokens, moved
+    assert len(orders) > 1
+
+
+def test_token_views_crop_delete_and_mask_as_batched_ops():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.zeros(64, 40, dtype=torch.int64)
+    n = torch.randint(1, 41, (64,), generator=g)
+    for i, k in enumerate(n.tolist()):
+        tokens[i, :k] = torch.arange(10, 10 + k)
+    cropped = crop(tokens, 0.5, 1.0, g)
+    for row, k in zip(cropped, n.tolist()):
+        kept = row[row != PAD]
+        assert len(kept) >= k * 0.5 and torch.equal(kept, torch.arange(int(kept[0]), int(kept[0]) + len(kept)))
+        assert (row[len(kept):] == PAD).all()  # a window, moved to the front
+    deleted = delete_span(tokens, 1.0, 0.25, g)
+    for row, original, k in zip(deleted, tokens, n.tolist()):
+        kept = row[row != PAD]
+        assert len(kept) == k - int(0.25 * k) and set(kept.tolist()) <= set(original[:k].tolist())
+    masked = mask(tokens, 0.5, g)
+    assert ((masked == MASK) <= (tokens != PAD)).all() and 0.3 < (masked == MASK).sum() / (tokens != PAD).sum() < 0.7
+
+
+def test_a_view_picks_among_the_variants_and_trims_padding():
+    items = torch.zeros(32, 3, 20, dtype=torch.int64)
+    for v in range(3):
+        items[:, v, :5] = 100 + v
+    g = torch.Generator().manual_seed(1)
+    view = token_view(items, TokenRecipe(crop=(1.0, 1.0), delete_prob=0.0, mask_rate=0.0), g)
+    assert set(view[:, 0].tolist()) == {100, 101, 102}
+    a, b = trimmed([view, view[:, :3]])
+    assert a.shape == (32, 5) and b.shape == (32, 3)
+
+
+@pytest.mark.parametrize("name", ["transformer", "cnn"])
+def test_encoders_give_pooled_and_local_features_that_ignore_padding(name):
+    torch.manual_seed(0)
+    net, width = build_encoder(name, 50, 32)
+    net.eval()
+    x = torch.randint(3, 50, (4, 10))
+    padded = torch.cat([x, torch.zeros(4, 6, dtype=torch.int64)], 1)
+    assert net(x).shape == (4, width) and net.local_features(padded).shape == (4, width, 16)
+    assert torch.allclose(net(x), net(padded), atol=1e-5)  # pooling over non-pad tokens only
+    assert not torch.allclose(net(x[:1]), net(x[1:2]))
+
+
+def splits(n_train=48, n_test=16, length=24, seed=0) -> CodeSplits:
+    """Two classes of token sequences: class 1 holds a run of token 7, class 0 never does."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        labels = torch.arange(n) % 2
+        tokens = torch.randint(8, 40, (n, 2, length), generator=g)
+        tokens[:, :, length - 4:] = PAD
+        tokens[labels == 1, :, 3:9] = 7
+        return CodeSet(tokens, labels)
+
+    vocab = ["<pad>", "<unk>", "<mask>"] + [f"t{i}" for i in range(3, 40)]
+    return CodeSplits(name="tiny-code", train=make(n_train), test=make(n_test), num_classes=2,
+                      classes=["fixed", "vulnerable"], positive_class=1, vocab=vocab, max_tokens=length,
+                      task="vulnerable")
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol"])
+def test_three_methods_take_steps_on_token_batches(tmp_path, method):
+    from conftest import tiny_config
+    from contrastive.train import pretrain
+
+    data = splits()
+    cfg = tiny_config(tmp_path / method, method=method, backbone="cnn", epochs=1, knn_every=1, data="code:tiny")
+    before = {k: v.clone() for k, v in build_encoder("cnn", 40, 24)[0].state_dict().items()}
+    result = pretrain(cfg, data=data, log=lambda *a: None)
+    assert result.steps == 3 and result.config.modality == "code"
+    assert result.knn_final is not None and 0.0 <= result.knn_final <= 1.0
+    after = result.model.encoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].dtype.is_floating_point)
+
+
+def test_tfidf_baseline_returns_probabilities_for_every_class():
+    data = splits()
+    labeled = data.train
+    probs = tfidf(labeled, data.train, data.test, data.num_classes, seed=0)
+    assert probs.shape == (len(data.test), 2)
+    assert abs(probs.sum(1) - 1).max() < 1e-6
+    assert (probs.argmax(1) == data.test.labels.numpy()).mean() >= 0.9  # token 7 is easy for TF-IDF
+    one_class = data.train.subset(torch.tensor([0, 2]))
+    assert (tfidf(one_class, data.train, data.test, 2, seed=0)[:, 0] == 1).all()
+
+
+def test_the_modality_claims_its_specs_and_refuses_what_makes_no_sense(tmp_path):
+    assert modality_for("juliet:/x") is CODE and modality_for("code:/y.jsonl") is CODE
+    assert modality_for(None) is not CODE
+    assert CODE.contact_sheet is None  # no picture: `similar` says so instead of drawing
+    assert set(CODE.baselines) == {"tfidf"}
+    inputs = CODE.encoder_inputs(splits(), CODE.resolve({}, splits()))
+    example = CODE.example_input(inputs, 3)
+    assert example.dtype == torch.int64 and example.shape == (3, 24) and int(example.max()) < len(inputs["vocab"])
+    net, _ = CODE.build_encoder("transformer", inputs)
+    assert CODE.export_module(net, inputs)(example).shape[0] == 3
+    from contrastive.errors import ContrastiveError
+    with pytest.raises(ContrastiveError, match="unknown task"):
+        CODE.resolve({"task": "speed"}, splits())
+    other = splits()
+    other.vocab = other.vocab + ["extra"]
+    with pytest.raises(ContrastiveError, match="another vocabulary"):
+        CODE.check_inputs(inputs, other, "ckpt.pt")
+    source = tmp_path / "q.c"
+    source.write_text("int add(int a, int b) { return a + b; }\n")
+    raw = CODE.read_item(str(source), inputs)
+    assert raw.shape == (1, 24) and CODE.item_set(raw)[0][0].shape == (1, 24)
