@@ -366,7 +366,7 @@ def steps(pipeline: v2.Compose) -> list[tuple]:
 
 def recipe_steps(r: ViewRecipe) -> list[tuple]:
     """The steps a recipe describes, in its order; a step with probability 0 is absent."""
-    out = [("RandomResizedCrop", 1.0, ((r.size, r.size), (r.min_scale, 1.0), RATIO, True))]
+    out = [("RandomResizedCrop", 1.0, ((r.size, r.size), (r.min_scale, r.max_scale), RATIO, True))]
     if r.flip:
         out.append(("RandomHorizontalFlip", 1.0, 0.5))
     if r.jitter is not None and r.jitter_p > 0:
@@ -556,3 +556,59 @@ def test_whole_recipe_matches_the_per_image_pipeline_in_distribution(method, siz
         scale = theirs.std(dim=0)
         assert ((ours.mean(dim=0) - theirs.mean(dim=0)).abs() < 0.25 * scale).all()
         assert ((ours.std(dim=0) / scale - 1).abs() < 0.15).all()
+
+
+# --- the warp (affine + elastic), for handwriting ----------------------------------------------
+
+def _strokes(n=2, size=28):
+    x = torch.zeros(n, 1, size, size)
+    x[..., 8:20, 10:14] = 1
+    x[..., 8:11, 10:22] = 0.6
+    return x
+
+
+@pytest.mark.parametrize("angle, dx, dy, scale, shear", [(20.0, 3.0, -2.0, 1.1, 0.0), (-12.0, 0.0, 1.0, 0.85, 9.0),
+                                                         (0.0, -2.0, 0.0, 1.0, -15.0)])
+def test_warp_affine_is_torchvision_affine(angle, dx, dy, scale, shear):
+    from contrastive.image.batch_augment import warp
+
+    x = _strokes()
+    ours = warp(x, torch.tensor([[angle, dx, dy, scale, shear]] * 2), None, 0.0, 1.0)
+    theirs = TF.affine(x, angle=angle, translate=[int(dx), int(dy)], scale=scale, shear=[shear, 0.0],
+                       interpolation=TF.InterpolationMode.BILINEAR)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_warp_elastic_is_torchvision_elastic_with_the_same_noise():
+    from contrastive.image.batch_augment import gaussian_blur, warp
+
+    x, alpha, sigma = _strokes(1), 34.0, 4.0
+    noise = torch.rand(1, 2, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ours = warp(x, torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0]]), noise, alpha, sigma)
+    # ElasticTransform's make_params: blur each axis' noise with kernel int(8 sigma + 1) (odd), times alpha / side.
+    blurred = gaussian_blur(noise, torch.tensor([sigma]), 33)
+    displacement = (blurred * alpha / 28).permute(0, 2, 3, 1)  # (1, H, W, 2)
+    theirs = TF.elastic(x, displacement, interpolation=TF.InterpolationMode.BILINEAR)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    assert (ours - x).abs().max() > 0.1  # it moved the strokes
+
+
+def test_warp_params_follow_random_affine_ranges():
+    from contrastive.image.augment import Warp
+
+    w = Warp(15.0, 0.1, (0.8, 1.1), 10.0, 34.0, 4.0)
+    recipe = ViewRecipe(28, 1, min_scale=1.0, flip=False, jitter=None, jitter_p=0, gray_p=0, blur_p=0,
+                        solarize_p=0, warp=w)
+    p = BatchAugment(recipe).sample_params(4000, 28, 28, torch.device("cpu"), torch.Generator().manual_seed(0))
+    angle, dx, dy, scale, shear = p["warp"].unbind(1)
+    assert angle.abs().max() <= 15 and angle.abs().max() > 14 and abs(angle.mean()) < 0.5
+    assert set(dx.unique().tolist()) == {-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0}  # round(U(-2.8, 2.8))
+    assert dy.abs().max() == 3 and (dx == dx.round()).all()
+    assert scale.min() >= 0.8 and scale.max() <= 1.1 and shear.abs().max() <= 10
+    assert p["noise"].shape == (4000, 2, 28, 28) and p["noise"].abs().max() <= 1
+    # The per-image path is torchvision's own RandomAffine + ElasticTransform with the same numbers.
+    names = [type(op).__name__ for op in recipe.per_image().transforms]
+    assert names[:3] == ["RandomResizedCrop", "RandomAffine", "ElasticTransform"]
+    affine = recipe.per_image().transforms[1]
+    assert (affine.degrees, affine.translate, affine.scale, affine.shear) == ([-15.0, 15.0], (0.1, 0.1), (0.8, 1.1),
+                                                                             [-10.0, 10.0])

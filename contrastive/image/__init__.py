@@ -26,6 +26,10 @@ class Options:
                                         "appendix B.9); default on for images of 64 px or less")
     color_strength: float | None = opt(None, "SimCLR colour-jitter strength s; default 0.5 for images of 64 px or "
                                              "less (SimCLR CIFAR-10), else 1.0")
+    views: str = opt("auto", "view style: paper (each method's published recipe, fitted to the image size), "
+                             "handwriting (affine + elastic warps, mild crops: for digits and glyphs), or auto "
+                             "(handwriting for one-channel images of 32 px or less)", choices=("auto", "paper",
+                                                                                              "handwriting"))
     augment: str = opt("auto", "auto: augment whole batches as tensors (on the GPU when there is one) when the "
                                "images fit in memory, else per image with torchvision v2; the distributions are "
                                "the same", choices=AUGMENT_MODES)
@@ -77,6 +81,8 @@ class ImageModality:
         o = Options(**given)
         if o.augment not in AUGMENT_MODES:
             raise ContrastiveError(f"unknown augment '{o.augment}'; choose one of: {', '.join(AUGMENT_MODES)}")
+        if o.views not in ("auto", "paper", "handwriting"):
+            raise ContrastiveError(f"unknown views '{o.views}'; choose one of: auto, paper, handwriting")
         size = o.image_size or data.image_size
         return dataclasses.asdict(dataclasses.replace(
             o, image_size=size,
@@ -107,10 +113,11 @@ class ImageModality:
 
     @staticmethod
     def pretrain_views(recipe: str, dataset, inputs: dict, options: dict) -> Views:
-        from contrastive.image.augment import MultiView, method_recipes
+        from contrastive.image.augment import MultiView, styled_recipes
         from contrastive.image.batch_augment import BatchAugment
 
-        recipes = method_recipes(recipe, inputs["image_size"], inputs["channels"], options["color_strength"])
+        recipes = styled_recipes(recipe, inputs["image_size"], inputs["channels"], options["color_strength"],
+                                 options["views"])
         per_item = MultiView([r.per_image() for r in recipes])
         place = _in_layout if options["channels_last"] else (lambda x: x)
         if options["augment"] == "batch" and not dataset.in_memory:

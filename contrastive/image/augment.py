@@ -13,6 +13,7 @@ recipe's fields hold the values actually used. A method's views are data:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import KW_ONLY, dataclass
 
 import torch
@@ -35,9 +36,40 @@ def blur_kernel_size(size: int) -> int:
 
 
 @dataclass(frozen=True)
+class Warp:
+    """A geometric distortion after the crop: a random affine map (torchvision's RandomAffine:
+    rotation, translation, scale, shear parallel to the x axis), then a smooth elastic
+    displacement (torchvision's ElasticTransform: uniform noise in [-1, 1] per pixel and axis,
+    Gaussian-blurred with sigma, times alpha / side in grid units). Pixels from outside the
+    image are black. For handwriting, where a crop cuts the symbol apart but a slant, a shift
+    or a wobble of the strokes does not change it (Simard et al. 2003, ICDAR: affine and
+    elastic distortions of MNIST digits)."""
+
+    degrees: float  # rotation drawn from [-degrees, degrees]
+    translate: float  # shift drawn from [-translate, translate] x side on each axis, rounded to pixels
+    scale: tuple[float, float]  # zoom factor range
+    shear: float  # x-shear angle drawn from [-shear, shear] degrees
+    alpha: float  # elastic strength (torchvision's alpha; 0: no elastic step)
+    sigma: float  # elastic smoothness in pixels (torchvision's sigma)
+
+    def __post_init__(self):
+        if min(self.degrees, self.translate, self.shear, self.alpha, self.sigma) < 0 or self.translate > 1:
+            raise ValueError(f"warp strengths must be non-negative (translate at most 1), got {self}")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"warp scale must be a range 0 < low <= high, got {self.scale}")
+
+    def per_image(self) -> list:
+        ops = [v2.RandomAffine(self.degrees, translate=(self.translate, self.translate), scale=self.scale,
+                               shear=self.shear)]
+        if self.alpha > 0:
+            ops.append(v2.ElasticTransform(alpha=self.alpha, sigma=self.sigma))
+        return ops
+
+
+@dataclass(frozen=True)
 class ViewRecipe:
-    """One augmented view. The steps, in order: random resized crop (area min_scale..1 of the
-    image, aspect 3/4..4/3) and horizontal flip, colour jitter (its ops in a random order),
+    """One augmented view. The steps, in order: random resized crop (area min_scale..max_scale of the
+    image, aspect 3/4..4/3) and horizontal flip, the warp (if any), colour jitter (its ops in a random order),
     grayscale, Gaussian blur, solarize, then normalisation with MEAN / STD. A step with
     probability 0 is left out."""
 
@@ -52,12 +84,15 @@ class ViewRecipe:
     gray_p: float  # probability of random grayscale (0.2 in all three papers; colour images only)
     blur_p: float  # probability of the Gaussian blur (the paper's; 0 below BLUR_MIN_SIZE)
     solarize_p: float  # probability of solarizing at half range (BYOL's second view: 0.2)
+    warp: Warp | None = None  # affine + elastic distortion after the crop (handwriting; see Warp)
+    max_scale: float = 1.0  # largest crop area: multi-crop's small local crops keep at most 0.4 (DINO) of it
 
     def __post_init__(self):
         if self.channels not in MEAN:
             raise ValueError(f"channels must be one of {sorted(MEAN)}, got {self.channels}")
-        if not 0 < self.min_scale <= 1:
-            raise ValueError(f"min_scale must lie in (0, 1], got {self.min_scale}")
+        if not 0 < self.min_scale <= self.max_scale <= 1:
+            raise ValueError(f"crop scales must satisfy 0 < min_scale <= max_scale <= 1, got {self.min_scale} "
+                             f"and {self.max_scale}")
         for name in ("jitter_p", "gray_p", "blur_p", "solarize_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
@@ -71,9 +106,11 @@ class ViewRecipe:
 
     def per_image(self) -> v2.Compose:
         """The torchvision v2 pipeline: uint8 (C, H, W) -> float32 (C, size, size), normalised."""
-        ops = [v2.RandomResizedCrop(self.size, scale=(self.min_scale, 1.0), antialias=True)]
+        ops = [v2.RandomResizedCrop(self.size, scale=(self.min_scale, self.max_scale), antialias=True)]
         if self.flip:
             ops.append(v2.RandomHorizontalFlip())
+        if self.warp is not None:
+            ops += self.warp.per_image()
         if self.jitter is not None and self.jitter_p > 0:
             ops.append(v2.RandomApply([v2.ColorJitter(*self.jitter)], p=self.jitter_p))
         if self.gray_p > 0:
@@ -157,7 +194,38 @@ def byol_recipes(size: int, channels: int, strength: float = 1.0) -> list[ViewRe
             for blur_p, solarize_p in ((1.0, 0.0), (0.1, 0.2))]
 
 
-RECIPES = {"simclr": simclr_recipes, "moco": moco_recipes, "byol": byol_recipes}  # method -> its two views
+# Multi-crop (SwAV sec. 3.2; DINO sec. 3.1): two global crops and small local crops of a smaller side. DINO's
+# official defaults: global crops 0.4-1 at 224 px, 8 local crops 0.05-0.4 at 96 px (SwAV: 2 x 224 + 6 x 96).
+# Fitted to small images: local crops of half the side (32 -> 16, 28 -> 14 px) and 6 of them, to keep a CPU
+# step affordable; on small digits (see small_digits) every crop keeps at least 25% of the area, so the local
+# range becomes 0.25-0.4.
+MULTICROP_SCALES = (0.4, 0.05, 0.4)  # global min scale, local min scale, split point (global min = local max)
+MULTICROP_LOCAL = 6  # number of local crops
+
+
+def multicrop_recipes(size: int, channels: int, strength: float = 1.0) -> list[ViewRecipe]:
+    """DINO's multi-crop views (official DataAugmentationDINO): the two global crops are BYOL's
+    asymmetric pair (blur 1.0 / 0.1, solarize 0 / 0.2) with crop area 0.4-1; the local crops have
+    half the side, crop area 0.05-0.4 and blur 0.5. Jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale 0.2.
+    Global views come first: methods take views[:2] as the global ones. `strength` is not used."""
+    del strength
+    global_min, local_min, split = MULTICROP_SCALES
+    digits = small_digits(size, channels)
+    jitter = (0.4, 0.4, 0.2, 0.1)
+    globals_ = [dataclasses.replace(published_view(size, channels, min_scale=global_min, jitter=jitter,
+                                                   blur_p=blur_p, solarize_p=solarize_p),
+                                    min_scale=max(global_min, 0.25) if digits else global_min)
+                for blur_p, solarize_p in ((1.0, 0.0), (0.1, 0.2))]
+    small = max(1, size // 2)
+    local = dataclasses.replace(published_view(small, channels, min_scale=local_min, jitter=jitter, blur_p=0.5),
+                                min_scale=0.25 if digits else local_min, max_scale=split,
+                                blur_p=0.5 if size >= BLUR_MIN_SIZE else 0.0, flip=not digits)
+    return globals_ + [local] * MULTICROP_LOCAL
+
+
+RECIPES = {"simclr": simclr_recipes, "moco": moco_recipes, "byol": byol_recipes,  # method -> its views
+           "multicrop": multicrop_recipes,
+           "one_view": lambda size, channels, strength=1.0: [classifier_recipe(size, channels)]}  # DIM, CPC: one view
 
 
 def method_recipes(method: str, size: int, channels: int, strength: float = 1.0) -> list[ViewRecipe]:
@@ -165,6 +233,45 @@ def method_recipes(method: str, size: int, channels: int, strength: float = 1.0)
     if method not in RECIPES:
         raise ValueError(f"no view recipe for method '{method}'")
     return RECIPES[method](size, channels, strength)
+
+
+# Handwriting views (small one-channel images: digits, glyphs). The paper recipes fit photographs: their
+# crops cut a 28 px digit into fragments and their colour steps have little to change on near-binary
+# strokes, so the pair is easy to match by a shortcut. Here the symbol stays whole and its shape moves:
+# a random affine map and an elastic wobble (Simard et al. 2003 distort MNIST with affine maps and
+# elastic fields of sigma 4), a mild crop, and brightness / contrast jitter. The values were chosen on
+# the validation split of the embedded digits (BENCHMARKS.md, "Handwriting views").
+HANDWRITING_WARP = Warp(degrees=15.0, translate=0.1, scale=(0.8, 1.1), shear=10.0, alpha=34.0, sigma=4.0)
+HANDWRITING_MIN_SCALE = 0.6  # crop area 0.6-1 of the image (after which the warp moves it)
+HANDWRITING_JITTER = (0.4, 0.4, 0.0, 0.0)  # brightness, contrast; applied with p = 0.8
+VIEW_STYLES = ("auto", "paper", "handwriting")
+
+
+def handwriting(recipe: ViewRecipe) -> ViewRecipe:
+    """A method's view with handwriting's geometry and jitter: no flip, no solarize (it inverts the
+    strokes), the warp, crops of at least HANDWRITING_MIN_SCALE of the area (a multi-crop local view
+    keeps its smaller upper bound)."""
+    low = min(max(recipe.min_scale, HANDWRITING_MIN_SCALE), recipe.max_scale)
+    return dataclasses.replace(recipe, min_scale=low, flip=False, jitter=HANDWRITING_JITTER, jitter_p=0.8,
+                               gray_p=0.0, blur_p=0.0, solarize_p=0.0, warp=HANDWRITING_WARP)
+
+
+def view_style(style: str, size: int, channels: int) -> str:
+    """'paper' or 'handwriting': auto picks handwriting for small one-channel images (small_digits)."""
+    if style not in VIEW_STYLES:
+        raise ValueError(f"unknown view style '{style}'; choose one of: {', '.join(VIEW_STYLES)}")
+    if style == "auto":
+        return "handwriting" if small_digits(size, channels) else "paper"
+    return style
+
+
+def styled_recipes(method: str, size: int, channels: int, strength: float = 1.0, style: str = "auto"
+                   ) -> list[ViewRecipe]:
+    """A method's views in a style: the paper's (method_recipes) or handwriting's (see handwriting)."""
+    recipes = method_recipes(method, size, channels, strength)
+    if view_style(style, size, channels) == "handwriting":
+        return [handwriting(r) for r in recipes]
+    return recipes
 
 
 def classifier_recipe(size: int, channels: int) -> ViewRecipe:

@@ -62,8 +62,8 @@ class BatchAugment:
         saturation and hue factors; order (n, 4) long: order[:, k] is the JITTER_OPS index
         of the k-th op; gray, blur, solarize (n,) bool; sigma (n,): the blur's sigma.
         """
-        u = torch.rand(n, 2 * CROP_TRIES + 16, generator=generator, device=device)
-        scale_u, ratio_u, u = u.split([CROP_TRIES, CROP_TRIES, 16], dim=1)
+        u = torch.rand(n, 2 * CROP_TRIES + 21, generator=generator, device=device)
+        scale_u, ratio_u, u = u.split([CROP_TRIES, CROP_TRIES, 21], dim=1)
         box = self._crop_boxes(scale_u, ratio_u, u[:, 0], u[:, 1], height, width)
 
         r = self.recipe
@@ -80,13 +80,33 @@ class BatchAugment:
             "blur": u[:, 13] < r.blur_p,
             "sigma": BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[:, 14],
             "solarize": u[:, 15] < r.solarize_p,
+            **(self._warp_params(u[:, 16:21], n, device, generator) if r.warp is not None else {}),
         }
+
+    def _warp_params(self, u: torch.Tensor, n: int, device, generator) -> dict[str, torch.Tensor]:
+        """RandomAffine's draws (angle, integer shifts, scale, x-shear) and ElasticTransform's
+        noise, per sample. warp (n, 5): angle and shear in degrees, shifts in pixels, scale."""
+        w, size = self.recipe.warp, self.recipe.size
+
+        def between(x, low, high):
+            return low + (high - low) * x
+
+        shift = w.translate * size
+        params = {"warp": torch.stack([
+            between(u[:, 0], -w.degrees, w.degrees),
+            between(u[:, 1], -shift, shift).round(),  # RandomAffine rounds its shifts to whole pixels
+            between(u[:, 2], -shift, shift).round(),
+            between(u[:, 3], *w.scale),
+            between(u[:, 4], -w.shear, w.shear)], dim=1)}
+        if w.alpha > 0:
+            params["noise"] = torch.rand(n, 2, size, size, generator=generator, device=device) * 2 - 1
+        return params
 
     def _crop_boxes(self, scale_u, ratio_u, top_u, left_u, height: int, width: int) -> torch.Tensor:
         """RandomResizedCrop's boxes for a batch: the first of CROP_TRIES draws that fits, else
         the central crop clamped to the ratio range. Returns (n, 4) long: top, left, height, width."""
-        min_scale = self.recipe.min_scale
-        area = height * width * (min_scale + (1 - min_scale) * scale_u)  # (n, tries)
+        min_scale, max_scale = self.recipe.min_scale, self.recipe.max_scale
+        area = height * width * (min_scale + (max_scale - min_scale) * scale_u)  # (n, tries)
         log_lo, log_hi = math.log(RATIO[0]), math.log(RATIO[1])
         ratio = torch.exp(log_lo + (log_hi - log_lo) * ratio_u)
         w = torch.sqrt(area * ratio).round()
@@ -120,6 +140,8 @@ class BatchAugment:
         x = resized_crop(images.float(), params["box"], params["flip"], r.size)  # (N, C, size, size)
         if images.dtype == torch.uint8:
             x.div_(255)
+        if r.warp is not None:
+            x = warp(x, params["warp"], params.get("noise"), r.warp.alpha, r.warp.sigma)
         # Each step below changes only the samples it applies to (see on_samples).
         if r.jitter is not None and r.jitter_p > 0:
             for k in range(4):  # in round k every jittered sample takes the k-th op of its own order
@@ -181,6 +203,40 @@ def resized_crop(x: torch.Tensor, box: torch.Tensor, flip: torch.Tensor, size: i
     gx, gy = (2 * xs + 1) / width - 1, (2 * ys + 1) / height - 1
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (N, size, size, 2): x, y
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def warp(x: torch.Tensor, affine: torch.Tensor, noise: torch.Tensor | None, alpha: float, sigma: float
+         ) -> torch.Tensor:
+    """RandomAffine then ElasticTransform, per sample, as one grid_sample (one resampling
+    instead of torchvision's two, so slightly less blur); black outside the image.
+
+    affine (N, 5): angle, x shift, y shift (pixels), scale, x-shear (degrees), taken as the
+    forward map p -> centre + shift + R(angle) Sh(shear) scale (p - centre); noise (N, 2, H, W)
+    in [-1, 1], blurred with sigma and times alpha / width, displaces each output pixel's
+    sampling position as ElasticTransform does (in grid units). The output pixel p reads
+    the input at the inverse affine map of p + displacement.
+    """
+    n, _, height, width = x.shape
+    angle, dx, dy, scale, shear = affine.unbind(1)
+    a, s = torch.deg2rad(angle), torch.deg2rad(shear)
+    # Forward linear part R(a) @ [[1, -tan s], [0, 1]] * scale, inverted in closed form (det = scale^2).
+    m = torch.stack([torch.cos(a), -torch.cos(a) * torch.tan(s) - torch.sin(a),
+                     torch.sin(a), -torch.sin(a) * torch.tan(s) + torch.cos(a)], dim=1).view(n, 2, 2) * scale.view(n, 1, 1)
+    inverse = torch.linalg.inv(m)
+    # Output grid in [-1, 1] (align_corners=False); shifts in the same units (x: 2 / width per pixel).
+    ys = (torch.arange(height, device=x.device, dtype=x.dtype) * 2 + 1) / height - 1
+    xs = (torch.arange(width, device=x.device, dtype=x.dtype) * 2 + 1) / width - 1
+    base = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), dim=-1).expand(n, height, width, 2)
+    if noise is not None:
+        kernel = int(8 * sigma + 1) | 1  # ElasticTransform's kernel side, made odd
+        blurred = gaussian_blur(noise, torch.full((n,), sigma, device=x.device, dtype=x.dtype), kernel)
+        base = base + blurred.permute(0, 2, 3, 1) * (alpha / width)
+    # Rotation and shear act in pixels, so move to pixel offsets from the centre and back (non-square images).
+    half = torch.tensor([width / 2, height / 2], device=x.device, dtype=x.dtype)
+    shift = torch.stack([dx, dy], dim=1)[:, None, None, :]
+    pixels = base * half - shift
+    source = torch.einsum("nij,nhwj->nhwi", inverse, pixels) / half
+    return F.grid_sample(x, source, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:

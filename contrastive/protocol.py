@@ -1,0 +1,72 @@
+"""The evaluation protocol: a validation split for every choice, several label draws, mean ± sd.
+
+Nothing here looks at items, only at labels and lengths. The pipeline carves the validation
+split out of the training data once, chooses everything (learning rates, epochs, k, ...) on it,
+and reads the test split only for the final numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from contrastive.errors import ContrastiveError
+from contrastive.subsets import balanced_subset
+
+
+def validation_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, validation indices), both sorted int64: a class-balanced `fraction` of every
+    class goes to validation (at least one item of a class with two or more), the rest stays."""
+    if not 0 < fraction < 1:
+        raise ContrastiveError(f"validation fraction must be in (0, 1), got {fraction}; pass e.g. 0.1")
+    labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+    generator = torch.Generator().manual_seed(seed)
+    val = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        keep = min(len(members) - 1, max(1, round(fraction * len(members))))
+        val.append(members[torch.randperm(len(members), generator=generator)[:keep]])
+    val_idx = torch.sort(torch.cat(val)).values if val else torch.zeros(0, dtype=torch.int64)
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[val_idx] = False
+    return torch.nonzero(mask).flatten(), val_idx
+
+
+def draw_seed(seed: int, draw: int) -> int:
+    """The seed of label draw `draw` of a run seeded `seed` (draw 0 is the run's own seed)."""
+    return seed + 1000 * draw
+
+
+def label_draws(labels: torch.Tensor, fraction: float, draws: int, seed: int) -> list[torch.Tensor]:
+    """`draws` class-balanced subsets of `fraction` of the labels, each with its own seed. At
+    fraction 1 every draw is the whole set, so one draw is returned."""
+    if draws < 1:
+        raise ContrastiveError(f"the number of label draws must be at least 1, got {draws}")
+    if fraction >= 1:
+        draws = 1
+    return [balanced_subset(labels, fraction, draw_seed(seed, d)) for d in range(draws)]
+
+
+def summary(values: list[float]) -> dict:
+    """{"mean", "sd", "values"}: the sd is the sample standard deviation (n - 1), 0 for one value."""
+    if not values:
+        raise ValueError("no values to summarise")
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "sd": sd, "values": list(values)}
+
+
+def mean_sd(stats: dict, digits: int = 3) -> str:
+    """'0.951 ± 0.012' (the ± part left out for one value)."""
+    if len(stats["values"]) == 1:
+        return f"{stats['mean']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f} ± {stats['sd']:.{digits}f}"
+
+
+def best_on_validation(scores: dict) -> object:
+    """The key with the highest validation score; ties go to the first given."""
+    if not scores:
+        raise ValueError("no candidates to choose from")
+    return max(scores, key=lambda key: (scores[key], -list(scores).index(key)))
