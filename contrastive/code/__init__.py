@@ -20,24 +20,26 @@ from contrastive.errors import ContrastiveError
 from contrastive.fields import opt
 
 TASK_CHOICES = ("vulnerable", "cwe")
-# 2,000 of Juliet's 64,099 test cases, drawn with a fixed seed: about 6,300 functions after
-# deduplication. Measured on the 2-core CPU (issue 14 note): pretraining 256-token batches of 2
-# views runs at ~110 functions/s with the transformer and ~330/s with the cnn, so 10 epochs of the
-# cnn take ~3 minutes and leave the pipeline's classifier stages room inside 30 minutes.
-DEFAULT_CASES = 2000
+# 1,000 of Juliet's 64,099 test cases, drawn with a fixed seed. Measured on this project's 2-core CPU
+# while shared with two other jobs (issue 14 note): 2,000 cases read in 12 s and gave 4,494 training
+# functions after deduplication; SimCLR pretraining (batch 128, two views, 256 tokens) ran at ~47
+# functions/s with the cnn and ~12/s with the transformer. 1,000 cases give about 2,250 training
+# functions, so an epoch of the cnn takes under a minute and 10-15 epochs leave the pipeline's
+# classifier stages room inside 30 minutes. The whole suite is for a GPU or torchrun.
+DEFAULT_CASES = 1000
 
 
 @dataclass(frozen=True)
 class Options:
-    task: str = opt("vulnerable", "code: the label set; vulnerable (from Juliet's bad*/good* names: flawed or "
+    task: str = opt("vulnerable", "the label set; vulnerable (from Juliet's bad*/good* names: flawed or "
                                   "fixed) or cwe (the test case's CWE)", choices=TASK_CHOICES)
-    juliet_cases: int = opt(DEFAULT_CASES, "code: how many Juliet test cases to read, a fixed random draw (0: all "
+    juliet_cases: int = opt(DEFAULT_CASES, "how many Juliet test cases to read, a fixed random draw (0: all "
                                            "64,099; the whole suite is for a GPU or torchrun)")
-    max_tokens: int = opt(256, "code: tokens per function; longer ones are cut (counted in the log); 256 holds "
-                               "about 97% of Juliet's functions")
-    variants: int = opt(4, "code: stored versions of each function, the original and semantics-preserving "
+    max_tokens: int = opt(256, "tokens per function; longer ones are cut (counted in the log); 256 holds "
+                               "about 93% of Juliet's functions whole")
+    variants: int = opt(4, "stored versions of each function, the original and semantics-preserving "
                            "rewrites drawn once at load time (renaming, dead code, reordering)")
-    vocab_size: int = opt(8000, "code: the most tokens in the vocabulary, built from the training split only")
+    vocab_size: int = opt(8000, "the most tokens in the vocabulary, built from the training split only")
 
 
 class CodeModality:
@@ -73,7 +75,7 @@ class CodeModality:
 
     @staticmethod
     def default_backbone(data) -> str:
-        """cnn: about three times the transformer's speed on a 2-core CPU (see DEFAULT_CASES)."""
+        """cnn: about four times the transformer's speed on a 2-core CPU (see DEFAULT_CASES)."""
         return "cnn"
 
     @staticmethod
