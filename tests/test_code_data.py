@@ -4,6 +4,7 @@ checks, the split by test case, bad files counted and skipped (issue 14)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -294,3 +295,30 @@ def test_code_tree_and_jsonl_records(tmp_path):
     assert data.classes == ["0", "1"] and data.positive_class == 1
     assert len(data.train) + len(data.test) == 30 and data.stats["skipped"] == {"does not parse": 1}
     assert tokens_of("int f(int x) { return x; }", "c")[:3] == ["int", "f", "("]
+
+
+def test_load_data_reads_the_modality_options_and_an_encoders_vocabulary(tmp_path):
+    from contrastive.modality import load_data, reader_for
+
+    write_tree(tmp_path)
+    quiet = {"juliet_cases": 0, "variants": 2, "max_tokens": 48}
+    data = load_data(f"juliet:{tmp_path}", {**quiet, "task": "cwe"})
+    assert data.modality == "code" and data.classes == ["CWE121", "CWE122", "CWE401"]
+    assert data.train.tokens.shape[1:] == (2, 48)
+    inputs = reader_for(data, {}).inputs
+    inputs = {**inputs, "vocab": inputs["vocab"] + ["never_seen"], "max_tokens": 40}
+    again = load_data(f"juliet:{tmp_path}", quiet, inputs)  # read as that encoder reads
+    assert again.vocab == inputs["vocab"] and again.train.tokens.shape[-1] == 40
+    one = load_data(f"juliet:{tmp_path}", {**quiet, "juliet_cases": 1})
+    assert len(set(one.train.groups) | set(one.test.groups)) == 1
+
+
+@pytest.mark.skipif(not os.environ.get("JULIET_DIR"), reason="set JULIET_DIR to the unpacked juliet-c folder")
+def test_no_leak_in_real_juliet_functions():
+    data = load_code(f"juliet:{os.environ['JULIET_DIR']}", juliet_cases=150, variants=2, log=lambda m: None)
+    assert not set(data.train.groups) & set(data.test.groups)
+    for split, i in every_item(data):
+        assert leaked_words(split.texts[i]) == set(), split.texts[i]
+        assert split.groups[i].split("__")[0].lower() not in split.texts[i].lower()
+        tokens = [data.vocab[t] for row in split.tokens[i] for t in row.tolist() if t]
+        assert not any(carries_label(t) for t in tokens)

@@ -119,6 +119,8 @@ def test_encoders_give_pooled_and_local_features_that_ignore_padding(name):
     x = torch.randint(3, 50, (4, 10))
     padded = torch.cat([x, torch.zeros(4, 6, dtype=torch.int64)], 1)
     assert net(x).shape == (4, width) and net.local_features(padded).shape == (4, width, 16)
+    assert (net.local_features(padded)[:, :, 10:] == 0).all()
+    assert torch.allclose(net.local_features(padded)[:, :, :10], net.local_features(x), atol=1e-5)
     assert torch.allclose(net(x), net(padded), atol=1e-5)  # pooling over non-pad tokens only
     assert not torch.allclose(net(x[:1]), net(x[1:2]))
 

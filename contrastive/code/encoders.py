@@ -1,7 +1,8 @@
 """Encoders of token sequences: one registry from a name to a network (N, L) int64 -> (N, D).
 
 Both also give `local_features(x)` (N, D, L), the features of every position before pooling
-(CPC and Deep InfoMax use it); padding (id 0) is masked out of every pooling.
+(CPC and Deep InfoMax use it), zero at padded positions (id 0); padding is masked out of every
+pooling, so a function's features do not depend on how much padding follows it.
 
 - transformer: token + learned position embeddings, PyTorch's TransformerEncoderLayer
   (batch_first, pre-norm; its attention is scaled dot-product attention), masked mean pooling.
@@ -40,7 +41,8 @@ class TokenTransformer(nn.Module):
         return self.layers(h, src_key_padding_mask=pad)
 
     def local_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._positions(x).transpose(1, 2)  # (N, width, L)
+        """(N, width, L), zero at padded positions."""
+        return (self._positions(x) * (x != PAD)[..., None]).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return masked_mean(self._positions(x), x != PAD)
