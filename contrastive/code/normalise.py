@@ -5,6 +5,9 @@ names, comments (POTENTIAL FLAW, FIX), strings ("Benign, fixed string"). A norma
 keeps the code's tokens in order, with:
 
 - comments dropped;
+- the storage class of the function itself dropped (`static`, `inline`, `extern` before its
+  name): Juliet declares its top-level flawed function public and its fixed variants static, so
+  `static` alone would announce "fixed" (static locals inside the body are kept);
 - every identifier renamed to a placeholder (FUNC_n for what is declared or called as a function,
   TYPE_n, FIELD_n, NS_n, LABEL_n, VAR_n for the rest), consistently within the function and
   numbered in order of first use, except the library and API names of contrastive.code.names;
@@ -96,11 +99,19 @@ def normalise_leaf(leaf, text: str, rename: Renamer) -> str:
     return out
 
 
+def _head_specifiers(node) -> set[tuple[int, int]]:
+    """Byte spans of a function definition's own storage-class specifiers (none for other nodes)."""
+    if node.type != "function_definition":
+        return set()
+    return {(c.start_byte, c.end_byte) for c in node.children if c.type == "storage_class_specifier"}
+
+
 def normalise(node, source: bytes) -> tuple[str, list[str]]:
     """(normalised text, tokens) of a parsed node (a function) of `source`."""
     rename, tokens, parts, end = Renamer(), [], [], None
+    dropped = _head_specifiers(node)
     for leaf in leaves(node):
-        if leaf.type == "comment":
+        if leaf.type == "comment" or any(a <= leaf.start_byte and leaf.end_byte <= b for a, b in dropped):
             continue
         text = source[leaf.start_byte:leaf.end_byte].decode("utf-8", "replace")
         token = normalise_leaf(leaf, text, rename)
