@@ -495,3 +495,26 @@ def test_pretrain_one_epoch_and_the_checkpoint_encoder_loads(tmp_path, name):
         assert torch.equal(pre.encoder.state_dict()[key], value), key
     if name == "swav":
         assert int(result.model.queued) == 32  # filled during the epoch
+
+
+@pytest.mark.parametrize("augment", ["batch", "per-image"])
+def test_multicrop_views_reach_the_method_in_both_augmentation_paths(tmp_path, augment):
+    from contrastive.config import KnnConfig, PretrainConfig
+    from contrastive.train import pretrain
+
+    seen = []
+    original = dino.DINO.forward
+
+    def spy(self, views):
+        seen.append([tuple(v.shape[-2:]) for v in views])
+        return original(self, views)
+
+    dino.DINO.forward = spy
+    try:
+        cfg = PretrainConfig(method="dino", backbone="small_cnn", epochs=1, batch_size=32, lr=0.01,
+                             out=str(tmp_path / "run"), method_options=dict(SMALL["dino"]),
+                             data_options={"views": "paper", "augment": augment}, knn=KnnConfig(k=10, every=0))
+        pretrain(cfg, data=make_splits(), log=lambda *_: None)
+    finally:
+        dino.DINO.forward = original
+    assert seen and all(shapes == [(16, 16)] * 2 + [(8, 8)] * 6 for shapes in seen)  # 2 global + 6 local crops
