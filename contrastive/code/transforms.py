@@ -56,6 +56,8 @@ def _main_block(root):
 
 
 def insert_dead_code(text: str, language: str, rng: random.Random) -> str:
+    """`if ( 0 ) { <copy of one of its expression statements> }` at a random place after the leading
+    declarations of the function's body (an empty statement when it has none)."""
     source = text.encode("utf-8")
     block = _main_block(parse(source, language).root_node)
     if block is None or block.type != "compound_statement":
@@ -66,11 +68,9 @@ def insert_dead_code(text: str, language: str, rng: random.Random) -> str:
     at = statements[where].start_byte if where < len(statements) else block.end_byte - 1
     copies = [n for n in _descendants(block) if n.type == "expression_statement"
               and n.end_byte - n.start_byte <= MAX_DEAD_STATEMENT]
-    dead = None
-    if copies:
-        pick = rng.choice(copies)
-        dead = source[pick.start_byte:pick.end_byte]
-    inserted = b"if ( 0 ) { " + (dead or b";") + b" }\n"
+    pick = rng.choice(copies) if copies else None
+    dead = source[pick.start_byte:pick.end_byte] if pick is not None else b";"
+    inserted = b"if ( 0 ) { " + dead + b" }\n"
     return (source[:at] + inserted + source[at:]).decode("utf-8")
 
 
@@ -128,6 +128,7 @@ def _runs(block) -> list[list]:
 
 
 def reorder_declarations(text: str, language: str, rng: random.Random) -> str:
+    """Every run of adjacent movable declarations, in every block, put in a random allowed order."""
     source = text.encode("utf-8")
     root = parse(source, language).root_node
     edits = []
