@@ -518,3 +518,19 @@ def test_multicrop_views_reach_the_method_in_both_augmentation_paths(tmp_path, a
     finally:
         dino.DINO.forward = original
     assert seen and all(shapes == [(16, 16)] * 2 + [(8, 8)] * 6 for shapes in seen)  # 2 global + 6 local crops
+
+
+def test_cpc_windows_are_encoded_alone_in_grid_order():
+    enc, d = tiny_encoder()
+    enc.eval()
+    model = cpc.build(cpc.Options(steps=2, context_hidden=8, context_layers=1, patch=4), enc, d)
+    x = torch.randn(2, 1, 12, 12)
+    z = model.latents(x)
+    assert z.shape == (2, d, 5, 5)  # windows of 4 at stride 2 over 12
+    torch.testing.assert_close(z[1, :, 3, 2], enc(x[1:2, :, 6:10, 4:8])[0])  # row 3, column 2: its own window
+    y = x.clone()
+    y[:, :, 8:] += 1.0  # the bottom rows only: the windows above them do not change
+    torch.testing.assert_close(model.latents(y)[:, :, :3], z[:, :, :3])
+    loss, _ = model([x])
+    loss.backward()
+    assert enc.features[0].weight.grad.abs().max() > 0

@@ -9,13 +9,17 @@ W_k predicts z_{i+k, j} from c_ij, and InfoNCE scores each prediction against th
 latent and the latents at other positions and items of the batch (losses.cpc_info_nce,
 plain dot products). The loss is the mean over k.
 
+With `patch` p > 0 and 4-D inputs the grid is CPC v2's own: the input is cut into p x p
+windows at stride p / 2 (CPC v2: 64 at stride 32 of 256, a 7 x 7 grid; 8 at stride 4 of
+28 px digits gives 6 x 6), each encoded on its own by `encoder(window)`, so that no latent
+sees the rows it has to predict. With p = 0 (default: it needs no knowledge of the input)
+the grid is the backbone's local map, whose cells overlap, so predicting a few rows
+ahead is easier than with windows.
+
 Choices of this file: at most `max_pairs` (prediction, target) pairs per offset are drawn
-at random for the InfoNCE (the full set is (N * H * W)^2 scores); CPC v2's patching of the
-image (independent overlapping patches, so no latent sees the pixels of the row it
-predicts) is replaced by the backbone's own map, whose cells do overlap: prediction
-over a few rows is easier than with patches. Only top-to-bottom prediction. For sequences
-every position is used (no padding mask). Under torchrun the negatives are the process's
-own (DDP averages the loss).
+at random for the InfoNCE (the full set is (N * H * W)^2 scores). Only top-to-bottom
+prediction, no per-window augmentation. For sequences every position is used (no padding
+mask). Under torchrun the negatives are the process's own (DDP averages the loss).
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class Options:
                         "grid; 3 here for the 7x7 map of 28 px digits)")
     context_hidden: int = opt(256, "width of the context network (not from the papers: a CPU-sized choice)")
     context_layers: int = opt(3, "row-causal residual blocks of the context network (CPC v2 uses a deeper masked-convolution network)")
+    patch: int = opt(0, "0: the grid is the encoder's local map (or a sequence's positions); p > 0, for 4-D "
+                        "inputs: p x p windows at stride p / 2, each encoded alone (CPC v2: 64 of 256 px; try 8 "
+                        "for 28 px digits)")
     max_pairs: int = opt(2048, "at most this many prediction-target pairs per offset in the InfoNCE (not from the "
                                "papers: bounds the score matrix)")
 
@@ -45,7 +52,7 @@ class Options:
 # unnormalised dot products, and at 0.06 the loss diverged on the embedded digits (small_cnn, 2 epochs) while 0.01
 # took kNN top-1 0.488 -> 0.561 in 3 epochs of 2000 images. LARS 0.3: SimCLR's, not checked.
 BASE_LR = {"sgd": 0.01, "lars": 0.3, "adamw": 2e-4}
-SHAPE = ("steps", "context_hidden", "context_layers")  # options that shape the weights
+SHAPE = ("steps", "context_hidden", "context_layers", "patch")  # options that shape the weights
 VIEWS = "one_view"  # one view per item: CPC predicts within an item
 
 
@@ -72,6 +79,14 @@ class CPC(nn.Module):
 
     def latents(self, x: torch.Tensor) -> torch.Tensor:
         """z as a grid (N, D, rows, columns): a sequence (N, D, L) is L rows of one column."""
+        p = self.options.patch
+        if p > 0 and x.dim() == 4:
+            n, depth = x.shape[:2]
+            windows = x.unfold(2, p, max(1, p // 2)).unfold(3, p, max(1, p // 2))  # (N, depth, rows, cols, p, p)
+            rows, cols = windows.shape[2:4]
+            windows = windows.permute(0, 2, 3, 1, 4, 5).reshape(n * rows * cols, depth, p, p)
+            z = self.encoder(windows)  # (N * rows * cols, feat_dim)
+            return z.view(n, rows, cols, -1).permute(0, 3, 1, 2)  # (N, feat_dim, rows, cols)
         z = self.encoder.local_features(x)
         return z.unsqueeze(-1) if z.dim() == 3 else z
 
@@ -101,4 +116,4 @@ class CPC(nn.Module):
 
 
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> CPC:
-    return CPC(encoder, local_width(encoder), options)
+    return CPC(encoder, feat_dim if options.patch > 0 else local_width(encoder), options)
