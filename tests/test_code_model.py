@@ -189,3 +189,27 @@ def test_the_modality_claims_its_specs_and_refuses_what_makes_no_sense(tmp_path)
     source.write_text("int add(int a, int b) { return a + b; }\n")
     raw = CODE.read_item(str(source), inputs)
     assert raw.shape == (1, 24) and CODE.item_set(raw)[0][0].shape == (1, 24)
+
+
+def test_the_per_item_path_gives_the_same_kind_of_views_as_the_batched_one():
+    data = splits()
+    views = CODE.pretrain_views("any recipe", data.train, {}, {})
+    item, _ = data.train[0]
+    torch.manual_seed(0)
+    one = views.per_item(item)
+    batch = views.batched(data.train.take(torch.arange(4)), torch.Generator().manual_seed(0))
+    assert len(one) == len(batch) == 2 and one[0].shape == (24,) and batch[0].shape[0] == 4
+    kept = set(item.flatten().tolist()) | {PAD, MASK}
+    assert set(one[0].tolist()) <= kept and set(one[1].tolist()) <= kept  # tokens of the item only
+    assert batch[0].shape == batch[1].shape and batch[0].shape[1] <= 24  # one width, padding trimmed
+    assert torch.equal(CODE.eval_views(data.train, {}).batched(data.train.take(torch.arange(4)), None)[0],
+                       data.train.tokens[:4, 0, :20])  # row 0, cut to the longest function (20 tokens)
+
+
+def test_items_read_one_by_one_stack_into_batches():
+    from contrastive.batches import Views, batches
+
+    data = splits()
+    per_item = Views(CODE.pretrain_views("any recipe", data.train, {}, {}).per_item)  # the DataLoader path
+    (views, labels), = list(batches(data.train, per_item, torch.arange(6), 6, torch.device("cpu"), epoch_seed=0))
+    assert [tuple(v.shape) for v in views] == [(6, 24), (6, 24)] and labels.tolist() == [0, 1, 0, 1, 0, 1]

@@ -101,9 +101,10 @@ class CodeModality:
         from contrastive.code.views import TokenRecipe, one_item, token_view, trimmed
 
         def two(items, g):
-            return trimmed([token_view(items, TokenRecipe(), g), token_view(items, TokenRecipe(), g)])
+            return [token_view(items, TokenRecipe(), g), token_view(items, TokenRecipe(), g)]
 
-        return Views(lambda item: one_item(two, item), two)
+        # Items read one by one keep the full length: a DataLoader stacks them.
+        return Views(lambda item: one_item(two, item), lambda items, g: trimmed(two(items, g)))
 
     @staticmethod
     def classifier_views(dataset, inputs: dict, augment: bool) -> Views:
@@ -113,9 +114,9 @@ class CodeModality:
             return CodeModality.eval_views(dataset, inputs)
 
         def light(items, g):
-            return trimmed([token_view(items, LIGHT, g)])
+            return [token_view(items, LIGHT, g)]
 
-        return Views(lambda item: one_item(light, item), light)
+        return Views(lambda item: one_item(light, item), lambda items, g: trimmed(light(items, g)))
 
     @staticmethod
     def eval_views(dataset, inputs: dict) -> Views:
