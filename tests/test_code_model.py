@@ -18,7 +18,8 @@ from contrastive.code.normalise import normalise  # noqa: E402
 from contrastive.code.parse import has_error, parse  # noqa: E402
 from contrastive.code.transforms import (insert_dead_code, rename_placeholders, reorder_declarations,  # noqa: E402
                                          source_variant)
-from contrastive.code.views import crop, delete_span, mask, token_view, TokenRecipe, trimmed  # noqa: E402
+from contrastive.code.views import (crop, delete_span, mask, placeholder_blocks, rename, token_view,  # noqa: E402
+                                    TokenRecipe, trimmed)
 from contrastive.modality import modality_for  # noqa: E402
 
 FUNCTIONS = [
@@ -193,7 +194,7 @@ def test_the_modality_claims_its_specs_and_refuses_what_makes_no_sense(tmp_path)
 
 def test_the_per_item_path_gives_the_same_kind_of_views_as_the_batched_one():
     data = splits()
-    views = CODE.pretrain_views("any recipe", data.train, {}, {})
+    views = CODE.pretrain_views("any recipe", data.train, {"vocab": data.vocab}, {})
     item, _ = data.train[0]
     torch.manual_seed(0)
     one = views.per_item(item)
@@ -210,6 +211,23 @@ def test_items_read_one_by_one_stack_into_batches():
     from contrastive.batches import Views, batches
 
     data = splits()
-    per_item = Views(CODE.pretrain_views("any recipe", data.train, {}, {}).per_item)  # the DataLoader path
+    per_item = Views(CODE.pretrain_views("any recipe", data.train, {"vocab": data.vocab}, {}).per_item)  # the DataLoader path
     (views, labels), = list(batches(data.train, per_item, torch.arange(6), 6, torch.device("cpu"), epoch_seed=0))
     assert [tuple(v.shape) for v in views] == [(6, 24), (6, 24)] and labels.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+def test_renaming_token_ids_is_a_consistent_one_to_one_map_within_each_kind():
+    from contrastive.code.data import build_vocab
+
+    vocab = build_vocab([["int", "x"]] * 2, 200)
+    blocks = placeholder_blocks(vocab)
+    assert [vocab[s] for s, _ in blocks] == ["VAR_1", "FUNC_1", "TYPE_1", "FIELD_1", "NS_1", "LABEL_1"]
+    var, func = vocab.index("VAR_1"), vocab.index("FUNC_1")
+    tokens = torch.tensor([[func, var, var + 1, 0, var, vocab.index("int"), func + 2, 0]] * 16)
+    out = rename(tokens, blocks, torch.Generator().manual_seed(0))
+    assert (out[:, 3] == 0).all() and (out[:, 5] == vocab.index("int")).all()  # padding and other tokens kept
+    assert torch.equal(out[:, 1], out[:, 4])  # the same name, the same new name
+    assert (out[:, 1] != out[:, 2]).all() and (out[:, 0] != out[:, 6]).all()  # different names stay different
+    assert all(vocab[t].startswith("VAR_") for t in out[:, 1:3].flatten().tolist())
+    assert all(vocab[t].startswith("FUNC_") for t in out[:, [0, 6]].flatten().tolist())
+    assert len(set(out[:, 1].tolist())) > 1  # a fresh renaming per sequence

@@ -98,10 +98,12 @@ class CodeModality:
     @staticmethod
     def pretrain_views(recipe: str, dataset, inputs: dict, options: dict) -> Views:
         """Two views from one recipe for every method (contrastive.code.views); `recipe` is not needed."""
-        from contrastive.code.views import TokenRecipe, one_item, token_view, trimmed
+        from contrastive.code.views import TokenRecipe, one_item, placeholder_blocks, token_view, trimmed
+
+        blocks = placeholder_blocks(inputs["vocab"])
 
         def two(items, g):
-            return [token_view(items, TokenRecipe(), g), token_view(items, TokenRecipe(), g)]
+            return [token_view(items, TokenRecipe(), g, blocks), token_view(items, TokenRecipe(), g, blocks)]
 
         # Items read one by one keep the full length: a DataLoader stacks them.
         return Views(lambda item: one_item(two, item), lambda items, g: trimmed(two(items, g)))

@@ -5,6 +5,9 @@ One recipe serves every method (the method's recipe name is ignored): a view is
 
 1. one of the item's V rows, chosen at random: the original or a semantics-preserving variant
    (renaming, dead code, reordering; ContraCode, Jain et al. 2021);
+1b. a fresh consistent renaming, drawn every step (semantics-preserving: a one-to-one map of the
+   function's VAR_n onto VAR_m, FUNC_n onto FUNC_m, ... as token ids; ContraCode's identifier
+   modification, done on ids so it costs no parsing);
 2. a random crop: a contiguous window of 60-100% of the tokens (not semantics-preserving; the
    subsequence views of ContraCode sec. 3.1 and of random cropping in vision);
 3. with probability 1/2, one span of 10% of the tokens deleted (not semantics-preserving; span
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from contrastive.code.data import MASK, PAD
+from contrastive.code.transforms import RESERVED
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,34 @@ def mask(tokens: torch.Tensor, rate: float, g: torch.Generator) -> torch.Tensor:
     return torch.where(hit, torch.full_like(tokens, MASK), tokens)
 
 
-def token_view(items: torch.Tensor, recipe: TokenRecipe, g: torch.Generator) -> torch.Tensor:
-    """One view of a batch of items: int64 (B, V, L) -> int64 (B, L)."""
+def placeholder_blocks(vocab: list[str]) -> list[tuple[int, int]]:
+    """(first id, count) of each kind's placeholders in a vocabulary (they are stored in order)."""
+    blocks = []
+    for kind, count in RESERVED.items():
+        first = f"{kind}_1"
+        if first in vocab:
+            start = vocab.index(first)
+            if vocab[start:start + count] == [f"{kind}_{i}" for i in range(1, count + 1)]:
+                blocks.append((start, count))
+    return blocks
+
+
+def rename(tokens: torch.Tensor, blocks: list[tuple[int, int]], g: torch.Generator) -> torch.Tensor:
+    """Each sequence's placeholder ids permuted within their kind, one random permutation per sequence."""
+    for start, count in blocks:
+        perm = _uniform((tokens.shape[0], count), g).to(tokens.device).argsort(1)  # (B, count)
+        inside = (tokens >= start) & (tokens < start + count)
+        mapped = start + perm.gather(1, (tokens - start).clamp(0, count - 1))
+        tokens = torch.where(inside, mapped, tokens)
+    return tokens
+
+
+def token_view(items: torch.Tensor, recipe: TokenRecipe, g: torch.Generator, blocks=()) -> torch.Tensor:
+    """One view of a batch of items: int64 (B, V, L) -> int64 (B, L); `blocks`: placeholder_blocks of the
+    vocabulary, to rename (none: no renaming beyond the stored variants)."""
     tokens = pick_rows(items, g)
+    if blocks:
+        tokens = rename(tokens, blocks, g)
     if recipe.crop != (1.0, 1.0):
         tokens = crop(tokens, *recipe.crop, g)
     if recipe.delete_prob > 0:
