@@ -29,6 +29,10 @@ A modality (images today; token sequences of source code next) is an object with
     example_input(inputs, n)      a batch of what an exported module takes
     describe_input(inputs)        the same, in words, for messages
     contact_sheet(items, captions, path)   a picture of raw items, where the modality has one
+    baselines                     name -> fn(labeled, pool, queries, num_classes, seed) -> class probabilities
+                                  (len(queries), C): the non-deep baselines on raw inputs the pipeline runs on
+                                  every label draw (images: pixel_knn, label_spreading; code: tfidf)
+    raw_vectors(dataset)          optional: items as vectors (N, D) for the raw-input kNN, or None
 
 This module keeps the registry: one line per modality.
 """

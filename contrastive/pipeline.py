@@ -1,9 +1,16 @@
-"""The few-label pipeline of SimCLRv2 (Chen et al. 2020, arXiv:2006.10029), end to end.
+"""The few-label pipeline of SimCLRv2 (Chen et al. 2020, arXiv:2006.10029), end to end, measured honestly.
 
-pretrain without labels -> kNN -> for each label fraction: supervised baseline (same
-architecture, same labels, same budget, random init), linear probe, fine-tune, distilled
-student -> results.json, report.md with plots, and the table printed. The fine-tuned teachers and
-the students are kept in OUT/classifiers/ for `contrastive predict` and `contrastive export`.
+pretrain without labels -> for each label fraction, several label draws: the baselines (the same
+network from random init, and the modality's non-deep ones on the raw inputs), linear probe,
+fine-tune, distilled student -> results.json, report.md with plots, the table printed.
+
+The protocol (contrastive.protocol): a validation split is carved out of the training data first.
+Pretraining, its kNN monitor and every choice (learning rates of the baseline and of
+fine-tuning, picked from grids on the first draw of each fraction) see only the training and
+validation items. The test split is read once, at the end, by `final_scores`. Every column is
+reported as mean ± sd over the draws, with the per-draw values kept; "gain" is the best
+pretrained column minus the best baseline. The fine-tuned teachers and students of the first
+draw are kept in OUT/classifiers/ for `contrastive predict` and `contrastive export`.
 """
 
 from __future__ import annotations
@@ -13,37 +20,60 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
+import torch
+
+from contrastive.callbacks import Callback
 from contrastive.checkpoint import list_checkpoints
-from contrastive.config import PretrainConfig
+from contrastive.config import KnnConfig, PretrainConfig
 from contrastive.device import pick_device
 from contrastive.errors import ContrastiveError
-from contrastive.evaluate.classifier import random_classifier, save_classifier
+from contrastive.evaluate.classifier import classifier_from, random_classifier, save_classifier
 from contrastive.evaluate.distill import distill
+from contrastive.evaluate.features import extract_features
 from contrastive.evaluate.finetune import finetune, supervised_baseline
 from contrastive.evaluate.fit import DISTILL, FINETUNE, SUPERVISED, Budget
+from contrastive.evaluate.knn import knn_accuracy
 from contrastive.evaluate.pretrained import check_compatible, load_pretrained
-from contrastive.evaluate.probe import linear_probe
+from contrastive.evaluate.probe import fit_linear_probe
 from contrastive.fields import opt
-from contrastive.modality import load_data
-from contrastive.report import COLUMNS, format_table, write_report
+from contrastive.modality import load_data, modality_of
+from contrastive.protocol import best_on_validation, label_draws, summary, validation_split
+from contrastive.report import PRETRAINED_COLUMNS, format_table, write_report
 from contrastive.run_state import data_record
-from contrastive.subsets import balanced_subset, limit_items
+from contrastive.subsets import limit_items
 from contrastive.train import pretrain
+
+Predictor = Callable[[object], np.ndarray]  # items -> class probabilities (N, C)
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    pretrain: PretrainConfig = opt(default_factory=PretrainConfig, cli=False)  # its flags are the pretrain command's
+    pretrain: PretrainConfig = opt(default_factory=lambda: PretrainConfig(knn=KnnConfig(k=20)), cli=False)
     student: str | None = opt(None, "distillation student backbone; default the pretrained one (self-distillation, "
                                      "SimCLRv2 sec. 2.3)")
-    fractions: tuple[float, ...] = opt((0.01, 0.1, 1.0), "label fractions: SimCLRv2's 1% and 10%, and all labels")
+    fractions: tuple[float, ...] = opt((0.01, 0.1), "label fractions: SimCLRv2's 1% and 10% (add 1.0 for all labels)")
+    draws: tuple[int, ...] = opt((5, 3), "label draws per fraction, in the order of --fractions (the last number "
+                                         "repeats; all labels are one draw); columns are mean ± sd over draws")
+    validation: float = opt(0.1, "fraction of each class of the training data held out for every choice (learning "
+                                 "rates, the kNN monitor); the test split is read once, at the end")
+    supervised_lrs: tuple[float, ...] = opt((0.03, 0.1, 0.3), "learning-rate grid of the from-scratch baseline, "
+                                                              "chosen on validation; widened while the best is at "
+                                                              "an edge")
+    finetune_lrs: tuple[float, ...] = opt((0.01, 0.03, 0.1), "learning-rate grid of fine-tuning, chosen on "
+                                                             "validation; widened while the best is at an edge")
     # The supervised baseline gets fine-tuning's steps (pass --finetune-epochs / --finetune-min-steps and the
-    # baseline follows); each keeps its own best lr.
+    # baseline follows); the learning rates come from the grids above.
     finetune: Budget = opt(default_factory=lambda: FINETUNE, help="fine-tuning budget")
     supervised: Budget = opt(default_factory=lambda: SUPERVISED, help="supervised-baseline budget")
     distill: Budget = opt(default_factory=lambda: DISTILL, help="distillation budget")
     distill_temperature: float = opt(1.0, "softmax temperature of SimCLRv2's distillation loss (eq. 2)")
+    distill_alpha: float = opt(0.5, "weight of the labelled cross-entropy in distillation (SimCLRv2 eq. 3; 0: the "
+                                    "teacher's predictions alone)")
+    distill_init: str = opt("pretrained", "the student's start: pretrained (the pretrained encoder, a new linear "
+                                          "layer) or random", choices=("pretrained", "random"))
     test_limit: int | None = opt(None, "score on N test items only, a fixed random draw (CPU-sized runs on large data)")
     tsne: bool = opt(True, "draw a t-SNE (and a UMAP, with the umap extra) of the test embeddings in the report")
     out: str | None = opt(None, "output folder; default runs/pipeline-<method>-<date-time>")
@@ -51,17 +81,18 @@ class PipelineConfig:
 
 # --quick: the whole path with tiny budgets, about a minute on 2 CPU cores. Flags typed with --quick win.
 QUICK = PipelineConfig(
-    pretrain=PretrainConfig(epochs=2, train_limit=1000), finetune=Budget(epochs=2, min_steps=40, lr=0.03),
+    pretrain=PretrainConfig(epochs=2, train_limit=1000, knn=KnnConfig(k=20)), draws=(2,),
+    supervised_lrs=(0.1,), finetune_lrs=(0.03,), finetune=Budget(epochs=2, min_steps=40, lr=0.03),
     supervised=Budget(epochs=2, min_steps=40), distill=Budget(epochs=1, min_steps=0), tsne=False)
 
 
 def matched_baseline(given: dict) -> dict:
     """Typed overrides with the supervised baseline given fine-tuning's epochs and min_steps where the user
     set those for fine-tuning only: the baseline must get the same steps to be a fair comparison."""
-    finetune, supervised = given.get("finetune", {}), dict(given.get("supervised", {}))
+    finetune_, supervised = given.get("finetune", {}), dict(given.get("supervised", {}))
     for key in ("epochs", "min_steps"):
-        if key in finetune and key not in supervised:
-            supervised[key] = finetune[key]
+        if key in finetune_ and key not in supervised:
+            supervised[key] = finetune_[key]
     return {**given, "supervised": supervised} if supervised else given
 
 
@@ -71,6 +102,70 @@ def run_dir_for(cfg: PipelineConfig) -> Path:
     return Path("runs") / f"pipeline-{cfg.pretrain.method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def draws_for(cfg: PipelineConfig, index: int) -> int:
+    if not cfg.draws or min(cfg.draws) < 1:
+        raise ContrastiveError(f"--draws needs positive counts, got {cfg.draws}")
+    return cfg.draws[min(index, len(cfg.draws) - 1)]
+
+
+# --- predictors: every column scored the same way ---------------------------------------------
+
+
+def network_predictor(model, reader, device) -> Predictor:
+    def predict(items) -> np.ndarray:
+        logits, _ = extract_features(model, items, reader, device)
+        return torch.softmax(logits.float(), dim=1).numpy()
+
+    return predict
+
+
+def accuracy(probs: np.ndarray, labels: torch.Tensor) -> float:
+    return float((probs.argmax(axis=1) == labels.numpy()).mean())
+
+
+def binary_scores(probs: np.ndarray, labels: torch.Tensor, positive: int) -> dict:
+    """F1 of the positive class (predicted by argmax) and the area under its precision-recall curve
+    (scikit-learn's average precision)."""
+    from sklearn.metrics import average_precision_score, f1_score
+
+    truth = labels.numpy() == positive
+    return {"f1": float(f1_score(truth, probs.argmax(axis=1) == positive, zero_division=0)),
+            "pr_auc": float(average_precision_score(truth, probs[:, positive])) if truth.any() else 0.0}
+
+
+def widened(grid: tuple[float, ...], best: float, factor: float = 3.0) -> float | None:
+    """The next learning rate to try when `best` sits at an edge of the sorted grid, else None."""
+    ordered = sorted(grid)
+    if len(ordered) < 2:
+        return None
+    if best == ordered[0]:
+        return ordered[0] / factor
+    if best == ordered[-1]:
+        return ordered[-1] * factor
+    return None
+
+
+def choose_lr(fit: Callable[[float], tuple[object, float]], grid: tuple[float, ...], log, name: str,
+              max_extra: int = 2) -> tuple[float, dict, object]:
+    """(best lr, {lr: validation accuracy}, the model trained with it): each lr of the grid trained and
+    scored on validation; while the best lies at an edge the grid is widened (at most max_extra times)."""
+    scores, models = {}, {}
+    for lr in grid:
+        models[lr], scores[lr] = fit(lr)
+    for _ in range(max_extra):
+        nxt = widened(tuple(scores), best_on_validation(scores))
+        if nxt is None:
+            break
+        models[nxt], scores[nxt] = fit(nxt)
+    best = best_on_validation(scores)
+    log(f"  {name} lr on validation: " + "  ".join(f"{lr:g}: {a:.4f}" for lr, a in sorted(scores.items()))
+        + f"  -> {best:g}")
+    return best, {str(k): v for k, v in sorted(scores.items())}, models[best]
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
 def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
     """Run everything; returns the results dict that is also written to OUT/results.json."""
     pre_cfg = cfg.pretrain
@@ -78,55 +173,108 @@ def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
     if data.test is None or not data.train.has_labels:
         raise ContrastiveError(f"the pipeline needs labelled data with a test split; {data.name} has none "
                                "(use folder:DIR with DIR/train/<class>/ and DIR/test/<class>/)")
-    data = dataclasses.replace(data, train=limit_items(data.train, pre_cfg.train_limit),
-                               test=limit_items(data.test, cfg.test_limit, seed=1))
+    train_all = limit_items(data.train, pre_cfg.train_limit)
+    train_idx, val_idx = validation_split(train_all.labels, cfg.validation, seed=pre_cfg.seed)
+    train, val = train_all.subset(train_idx), train_all.subset(val_idx)
+    sealed_test = limit_items(data.test, cfg.test_limit, seed=1)  # read by final_scores only
+    dev = dataclasses.replace(data, train=train, test=val)  # what pretraining and every choice see
     out = run_dir_for(cfg)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(pre_cfg.device)
+    modality = modality_of(data)
     timings: dict[str, float] = {}
+    log(f"protocol: {len(train)} training items, {len(val)} held out for validation, {len(sealed_test)} test "
+        f"items read once at the end")
 
     t = time.time()
-    result = pretrain(dataclasses.replace(pre_cfg, out=str(out / "pretrain")), data=data, log=log)
+    result = pretrain(dataclasses.replace(pre_cfg, out=str(out / "pretrain"), train_limit=None), data=dev, log=log,
+                      callbacks=(WallTimeForecast(cfg, len(train), log),))
     timings["pretrain"] = time.time() - t
-    if result.knn_final is not None and result.knn_random_init is not None:
-        log(f"kNN top-1 (k={result.config.knn.k}): random-init encoder {result.knn_random_init:.4f} -> "
-            f"pretrained {result.knn_final:.4f}")
     pretrained = load_pretrained(list_checkpoints(result.run_dir)[0])
-    check_compatible(pretrained, data)
+    check_compatible(pretrained, dev)
     reader, n_classes = pretrained.reader, data.num_classes
     backbone, student_name = result.config.backbone, cfg.student or result.config.backbone
+    raw_knn_val = raw_knn(modality, train, val, n_classes, result.config.knn.k)
+    if result.knn_final is not None:
+        log(f"kNN top-1 on validation (k={result.config.knn.k}): random-init encoder {result.knn_random_init:.4f} -> "
+            f"pretrained {result.knn_final:.4f}" + (f"; raw inputs {raw_knn_val:.4f}" if raw_knn_val is not None
+                                                   else ""))
 
+    common = dict(device=device)
+    predictors: dict[str, list[dict[str, Predictor]]] = {}
     rows: dict[str, dict] = {}
-    for fraction in cfg.fractions:
+    for f_index, fraction in enumerate(cfg.fractions):
         t = time.time()
         key = str(fraction)
-        idx = balanced_subset(data.train.labels, fraction, seed=pre_cfg.seed)
-        labeled = data.train.subset(idx)
-        (out / f"labeled-indices-{key}.json").write_text(json.dumps(idx.tolist()))
-        common = dict(device=device, seed=pre_cfg.seed)
-        row = {"n_labels": len(idx)}
-        _, row["supervised"] = supervised_baseline(reader, backbone, n_classes, labeled, data.test,
-                                                   budget=cfg.supervised, **common)
-        row["linear"] = linear_probe(pretrained.encoder, labeled, data.test, n_classes, reader, **common)
-        teacher, row["finetune"] = finetune(pretrained, labeled, data.test, n_classes, budget=cfg.finetune, **common)
-        student = random_classifier(reader, student_name, n_classes, seed=pre_cfg.seed + 1)
-        _, row["distill"] = distill(teacher, student, data.train, data.test, reader,
-                                    temperature=cfg.distill_temperature, budget=cfg.distill, **common)
-        for name, model in (("finetune", teacher), ("distill", student)):
-            save_classifier(model.cpu(), out / "classifiers" / f"{name}-{key}.pt", data=data_record(data),
-                            label_fraction=fraction, indices=idx)
-        rows[key] = row
-        timings[f"fraction {key}"] = time.time() - t
-        log(f"labels {fraction:.0%} ({row['n_labels']}): " + "  ".join(f"{c} {row[c]:.4f}" for c in COLUMNS))
+        draws = label_draws(train.labels, fraction, draws_for(cfg, f_index), seed=pre_cfg.seed)
+        (out / f"labeled-indices-{key}.json").write_text(json.dumps([d.tolist() for d in draws]))
+        choices, per_draw, val_scores = {}, [], []
+        for d, idx in enumerate(draws):
+            labeled = train.subset(idx)
+            seed = pre_cfg.seed + d
+            models: dict[str, Predictor] = {}
 
+            def fit_supervised(lr, labeled=labeled, seed=seed):
+                model, _ = supervised_baseline(reader, backbone, n_classes, labeled, None,
+                                               budget=dataclasses.replace(cfg.supervised, lr=lr), seed=seed, **common)
+                return model, accuracy(network_predictor(model, reader, device)(val), val.labels)
+
+            def fit_finetune(lr, labeled=labeled, seed=seed):
+                model, _ = finetune(pretrained, labeled, None, n_classes, budget=dataclasses.replace(cfg.finetune, lr=lr),
+                                    seed=seed, **common)
+                return model, accuracy(network_predictor(model, reader, device)(val), val.labels)
+
+            if d == 0:  # choices on validation, made once per fraction on its first draw
+                choices["supervised_lr"], choices["supervised_lr_validation"], supervised = choose_lr(
+                    fit_supervised, cfg.supervised_lrs, log, "supervised")
+                choices["finetune_lr"], choices["finetune_lr_validation"], teacher = choose_lr(
+                    fit_finetune, cfg.finetune_lrs, log, "finetune")
+            else:
+                supervised, _ = fit_supervised(choices["supervised_lr"])
+                teacher, _ = fit_finetune(choices["finetune_lr"])
+            models["supervised"] = network_predictor(supervised, reader, device)
+            probe = fit_linear_probe(pretrained.encoder, labeled, n_classes, reader, device=device)
+            models["linear"] = network_predictor(probe, reader, device)
+            models["finetune"] = network_predictor(teacher, reader, device)
+            student = student_for(cfg, pretrained, reader, student_name, n_classes, seed)
+            mask = torch.zeros(len(train), dtype=torch.bool).index_fill_(0, idx, True)
+            distill(teacher, student, train, None, reader, temperature=cfg.distill_temperature, alpha=cfg.distill_alpha,
+                    labeled_mask=mask, budget=cfg.distill, seed=seed, **common)
+            models["distill"] = network_predictor(student, reader, device)
+            for name, baseline in modality.baselines.items():
+                models[name] = (lambda items, baseline=baseline, labeled=labeled, seed=seed:
+                                baseline(labeled, train, items, n_classes, seed))
+            val_scores.append(validation_scores(models, val, log))
+            per_draw.append(models)
+            if d == 0:
+                for name, model in (("finetune", teacher), ("distill", student)):
+                    save_classifier(model.cpu(), out / "classifiers" / f"{name}-{key}.pt", data=data_record(data),
+                                    label_fraction=fraction, indices=idx)
+            log(f"labels {fraction:.0%} draw {d + 1}/{len(draws)} ({len(idx)}), validation: "
+                + "  ".join(f"{c} {v:.4f}" for c, v in val_scores[-1].items()))
+        predictors[key] = per_draw
+        rows[key] = {"n_labels": len(draws[0]), "draws": len(draws), "choices": choices,
+                     "validation": {c: summary([s[c] for s in val_scores])["mean"] for c in val_scores[0]}}
+        timings[f"fraction {key}"] = time.time() - t
+
+    t = time.time()
+    final = final_scores(predictors, sealed_test, getattr(data, "positive_class", None))
+    knn_test = final_knn(pretrained.encoder, modality, train, sealed_test, reader, device, n_classes, result.config.knn)
+    timings["test"] = time.time() - t
+    for key, row in rows.items():
+        row.update(final[key])
     results = {
         "dataset": data.name, "method": pre_cfg.method, "backbone": backbone, "student": student_name,
-        "knn_top1": result.knn_final, "label_fractions": rows,
+        "knn_top1": knn_test["encoder"], "knn": knn_test,
+        "protocol": {"validation": cfg.validation, "n_train": len(train), "n_validation": len(val),
+                     "n_test": len(sealed_test), "knn_validation": result.knn_final,
+                     "raw_knn_validation": raw_knn_val, "seconds": timings},
+        "label_fractions": rows,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    write_report(out, results, result.run_dir, pretrained.encoder if cfg.tsne else None, data, reader, device,
-                 timings, knn_random_init=result.knn_random_init, knn_k=result.config.knn.k,
-                 knn_temperature=result.config.knn.temperature)
+    write_report(out, results, result.run_dir, pretrained.encoder if cfg.tsne else None, dataclasses.replace(
+        data, test=sealed_test), reader, device, timings, knn_random_init=result.knn_random_init,
+                 knn_k=result.config.knn.k, knn_temperature=result.config.knn.temperature)
     if pre_cfg.tensorboard:
         from contrastive.tensorboard import log_results
 
@@ -134,3 +282,113 @@ def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
     log(format_table(results))
     log(f"results: {out / 'results.json'}  report: {out / 'report.md'}")
     return results
+
+
+def validation_scores(models: dict[str, Predictor], val, log) -> dict[str, float]:
+    """Each column's validation accuracy; a baseline that cannot run on this data (e.g. pixels of images
+    read file by file) is dropped from `models` with a line in the log."""
+    scores = {}
+    for column in list(models):
+        try:
+            scores[column] = accuracy(models[column](val), val.labels)
+        except ContrastiveError as e:
+            if column in PRETRAINED_COLUMNS or column == "supervised":
+                raise
+            log(f"  baseline {column} left out: {e}")
+            del models[column]
+    return scores
+
+
+def student_for(cfg: PipelineConfig, pretrained, reader, student_name: str, n_classes: int, seed: int):
+    """The distillation student: the pretrained encoder with a new linear layer (when it is the same
+    network, cfg.distill_init = pretrained), else a random network of `student_name`."""
+    if cfg.distill_init == "pretrained" and student_name == pretrained.record["backbone"]:
+        return classifier_from(pretrained, n_classes, from_head_layer=True, seed=seed + 1)
+    return random_classifier(reader, student_name, n_classes, seed=seed + 1)
+
+
+def final_scores(predictors: dict[str, list[dict[str, Predictor]]], test, positive: int | None) -> dict:
+    """The test numbers, read once: per fraction, every column's mean (the row's own keys), and its
+    sd and per-draw values; the best baseline, and gain = best pretrained column minus it. With a
+    positive class (binary detection), F1 and PR-AUC means per column too."""
+    out = {}
+    for key, draws in predictors.items():
+        values: dict[str, list[float]] = {}
+        binary: dict[str, dict[str, list[float]]] = {"f1": {}, "pr_auc": {}}
+        for models in draws:
+            for column, predict in models.items():
+                probs = predict(test)
+                values.setdefault(column, []).append(accuracy(probs, test.labels))
+                if positive is not None:
+                    for metric, v in binary_scores(probs, test.labels, positive).items():
+                        binary[metric].setdefault(column, []).append(v)
+        stats = {c: summary(v) for c, v in values.items()}
+        baselines = [c for c in stats if c not in PRETRAINED_COLUMNS]
+        best_baseline = max(baselines, key=lambda c: stats[c]["mean"])
+        best_pretrained = max((c for c in stats if c in PRETRAINED_COLUMNS), key=lambda c: stats[c]["mean"])
+        row = {c: s["mean"] for c, s in stats.items()}
+        row.update({"sd": {c: s["sd"] for c, s in stats.items()}, "values": {c: s["values"] for c, s in stats.items()},
+                    "best_baseline": best_baseline,
+                    "gain": stats[best_pretrained]["mean"] - stats[best_baseline]["mean"]})
+        if positive is not None:
+            for metric, per_column in binary.items():
+                row[metric] = {c: summary(v)["mean"] for c, v in per_column.items()}
+        out[key] = row
+    return out
+
+
+def raw_knn(modality, bank, queries, num_classes: int, k: int) -> float | None:
+    """kNN top-1 on the raw inputs (the modality's vectors), where it has them."""
+    vectors = getattr(modality, "raw_vectors", None)
+    if vectors is None:
+        return None
+    bank_x, query_x = vectors(bank), vectors(queries)
+    if bank_x is None or query_x is None:
+        return None
+    return knn_accuracy(bank_x, bank.labels, query_x, queries.labels, num_classes, k=k)
+
+
+def final_knn(encoder, modality, bank, test, reader, device, num_classes: int, knn: KnnConfig) -> dict:
+    """The encoder's kNN top-1 on the test split (training items as the bank) beside the raw inputs'."""
+    from contrastive.evaluate.knn import encoder_knn_accuracy
+
+    return {"k": knn.k, "temperature": knn.temperature,
+            "encoder": encoder_knn_accuracy(encoder, bank, test, num_classes, reader, device, knn.k, knn.temperature),
+            "raw": raw_knn(modality, bank, test, num_classes, knn.k)}
+
+
+class WallTimeForecast(Callback):
+    """After the first pretraining epoch, prints the expected wall time of the whole pipeline.
+
+    Costs are counted in item passes (forward + backward of one item) and priced at the
+    first epoch's rate: pretraining an item is two passes (two views); a classifier step on
+    an item is one; distillation one and a half (the teacher's forward is about half a pass).
+    The learning-rate grids train len(grid) models on each fraction's first draw.
+    """
+
+    def __init__(self, cfg: PipelineConfig, n_train: int, log):
+        self.cfg, self.n_train, self.log, self.t0, self.first = cfg, n_train, log, None, None
+
+    def on_start(self, run) -> None:
+        self.t0, self.first = time.time(), run.epoch
+
+    def on_epoch_end(self, run, epoch: int, record: dict) -> None:
+        if epoch != self.first or self.t0 is None:
+            return
+        seconds = time.time() - self.t0
+        per_pass = seconds / max(1, self.n_train * 2)  # two views an item
+        pretrain_left = seconds * (run.cfg.epochs - epoch - 1)
+        passes = 0.0
+        for i, fraction in enumerate(self.cfg.fractions):
+            labeled = max(1, round(fraction * self.n_train))
+            draws = 1 if fraction >= 1 else draws_for(self.cfg, i)
+            for budget, extra in ((self.cfg.supervised, len(self.cfg.supervised_lrs)),
+                                  (self.cfg.finetune, len(self.cfg.finetune_lrs))):
+                steps = max(budget.epochs * -(-labeled // budget.batch_size), budget.min_steps)
+                passes += steps * min(budget.batch_size, labeled) * (draws - 1 + extra)
+            d = self.cfg.distill
+            steps = max(d.epochs * -(-self.n_train // d.batch_size), d.min_steps)
+            passes += 1.5 * steps * min(d.batch_size, self.n_train) * draws
+        total = seconds + pretrain_left + passes * per_pass
+        self.log(f"expected wall time of the whole pipeline: about {total / 60:.1f} min (pretraining "
+                 f"{(seconds + pretrain_left) / 60:.1f} min, then the label fractions; priced at the first epoch)")

@@ -12,35 +12,61 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-COLUMNS = ("supervised", "linear", "finetune", "distill")
+PRETRAINED_COLUMNS = ("linear", "finetune", "distill")  # what the pretrained encoder gives; the rest are baselines
+COLUMNS = ("supervised",) + PRETRAINED_COLUMNS  # the columns every run has; modalities add their baselines
 COLORS = {"supervised": "tab:gray", "linear": "tab:blue", "finetune": "tab:orange", "distill": "tab:green"}
 
 
+def columns_of(results: dict) -> list[str]:
+    """The row's columns in table order: the baselines (supervised first), then the pretrained ones."""
+    first = next(iter(results["label_fractions"].values()), {})
+    extra = [c for c in first.get("values", {}) if c not in COLUMNS]
+    return ["supervised", *extra, *PRETRAINED_COLUMNS]
+
+
+def cell(row: dict, column: str) -> str:
+    sd = row.get("sd", {}).get(column)
+    if sd is None or row.get("draws", 1) == 1:
+        return f"{row[column]:.4f}"
+    return f"{row[column]:.4f} ± {sd:.4f}"
+
+
 def format_table(results: dict) -> str:
-    """The results as a Markdown table (printed at the end of the run and put in the report)."""
-    head = "| labels | n | " + " | ".join(COLUMNS) + " | gain of pretraining |"
-    lines = [head, "|" + " --- |" * (len(COLUMNS) + 3)]
+    """The results as a Markdown table (printed at the end of the run and put in the report): test
+    accuracy, mean ± sd over label draws; gain = best pretrained column minus the best baseline."""
+    columns = columns_of(results)
+    head = "| labels | n | draws | " + " | ".join(columns) + " | gain over the best baseline |"
+    lines = [head, "|" + " --- |" * (len(columns) + 4)]
     for key, row in results["label_fractions"].items():
-        best = max(row["finetune"], row["distill"])
-        lines.append(f"| {float(key):.0%} | {row['n_labels']} | "
-                     + " | ".join(f"{row[c]:.4f}" for c in COLUMNS) + f" | {best - row['supervised']:+.4f} |")
+        baseline = row.get("best_baseline", "supervised")
+        gain = row.get("gain", max(row[c] for c in PRETRAINED_COLUMNS) - row[baseline])
+        lines.append(f"| {float(key):.0%} | {row['n_labels']} | {row.get('draws', 1)} | "
+                     + " | ".join(cell(row, c) for c in columns) + f" | {gain:+.4f} ({baseline}) |")
+    if any("f1" in row for row in results["label_fractions"].values()):
+        lines += ["", "| labels | metric | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 2)]
+        for key, row in results["label_fractions"].items():
+            for metric in ("f1", "pr_auc"):
+                lines.append(f"| {float(key):.0%} | {metric} | "
+                             + " | ".join(f"{row[metric][c]:.4f}" for c in columns) + " |")
     return "\n".join(lines)
 
 
 def plot_fractions(results: dict, path: Path) -> None:
-    """Test accuracy against label fraction, one line per column, log-scaled fraction axis."""
+    """Test accuracy against label fraction, one line per column (error bars: sd over draws)."""
     fractions = sorted(results["label_fractions"], key=float)
+    rows = results["label_fractions"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for column, color in COLORS.items():
-        ax.plot([float(f) for f in fractions], [results["label_fractions"][f][column] for f in fractions],
-                marker="o", color=color, label=column)
+    for column in columns_of(results):
+        ax.errorbar([float(f) for f in fractions], [rows[f][column] for f in fractions],
+                    yerr=[rows[f].get("sd", {}).get(column, 0.0) for f in fractions], marker="o", capsize=3,
+                    color=COLORS.get(column), linestyle="-" if column in PRETRAINED_COLUMNS else "--", label=column)
     ax.set_xscale("log")
     ax.set_xticks([float(f) for f in fractions], [f"{float(f):.0%}" for f in fractions])
     ax.set_xlabel("fraction of training labels used")
-    ax.set_ylabel("test top-1 accuracy")
+    ax.set_ylabel("test top-1 accuracy (mean ± sd over draws)")
     ax.set_title(f"{results['method']} / {results['backbone']} on {results['dataset']}")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -60,7 +86,7 @@ def plot_training(metrics_path: Path, path: Path) -> None:
     if knn:
         b.plot(*zip(*knn), marker="o", color="tab:blue")
     b.set_xlabel("epoch (0: random init)")
-    b.set_ylabel("kNN top-1 (test)")
+    b.set_ylabel("kNN top-1 (the run's query split)")
     b.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -131,20 +157,36 @@ def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, re
             images.append("umap.png")
         else:
             note = "UMAP: install contrastive[umap] to draw it"
-    knn0 = f" (random-init encoder: {knn_random_init:.4f})" if knn_random_init is not None else ""
+    knn0 = f" (random-init encoder, on validation: {knn_random_init:.4f})" if knn_random_init is not None else ""
+    raw = (results.get("knn") or {}).get("raw")
+    raw_line = f"; raw inputs: {raw:.4f}" if raw is not None else ""
+    protocol = results.get("protocol", {})
     lines = [
         f"# {results['method']} few-label report: {results['dataset']}",
         "",
-        f"Backbone `{results['backbone']}`, student `{results['student']}`. Accuracies are test top-1 fractions.",
-        f"kNN top-1 of the pretrained encoder (k={knn_k}, T={knn_temperature}): **{results['knn_top1']:.4f}**{knn0}.",
+        f"Backbone `{results['backbone']}`, student `{results['student']}`. Accuracies are test top-1 fractions, "
+        "mean ± sd over label draws (per-draw values in results.json).",
+        f"kNN top-1 of the pretrained encoder on the test split (k={knn_k}, T={knn_temperature}): "
+        f"**{results['knn_top1']:.4f}**{raw_line}{knn0}.",
         "",
-        "- supervised: the same architecture from random init, trained on the labelled subset only",
+        f"Protocol: {protocol.get('n_train', '?')} training items, {protocol.get('n_validation', '?')} held out as the "
+        f"validation split on which every choice was made, {protocol.get('n_test', '?')} test items read once at the end.",
+        "",
+        "- supervised: the same architecture from random init, trained on the labelled subset only (lr chosen on "
+        "validation)",
+        "- pixel_knn, label_spreading, tfidf ...: the modality's non-deep baselines on the raw inputs, same draws",
         "- linear: a linear classifier on frozen pretrained features (labelled subset)",
-        "- finetune: the whole pretrained network fine-tuned on the labelled subset (SimCLRv2: from the first head layer)",
-        "- distill: a student trained on the fine-tuned teacher's predictions on all training images, no labels",
-        "- gain of pretraining: best of finetune / distill minus supervised",
+        "- finetune: the whole pretrained network fine-tuned on the labelled subset (SimCLRv2: from the first head "
+        "layer; lr chosen on validation)",
+        "- distill: a student trained on the fine-tuned teacher's predictions on all training items (plus the labelled "
+        "term, SimCLRv2 eq. 3)",
+        "- gain: the best pretrained column minus the best baseline",
         "",
         format_table(results),
+        "",
+        "Choices made on validation: " + "; ".join(
+            f"{float(k):.0%}: supervised lr {row['choices'].get('supervised_lr')}, finetune lr "
+            f"{row['choices'].get('finetune_lr')}" for k, row in results["label_fractions"].items() if "choices" in row),
         "",
         "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
         "",

@@ -11,7 +11,8 @@ from contrastive.evaluate.fit import Budget
 from contrastive.pipeline import PipelineConfig, run_pipeline
 from contrastive.train import pretrain
 
-SCHEMA_COLUMNS = {"n_labels", "supervised", "linear", "finetune", "distill"}
+COLUMNS = {"supervised", "pixel_knn", "label_spreading", "linear", "finetune", "distill"}
+ROW_KEYS = COLUMNS | {"n_labels", "draws", "choices", "validation", "sd", "values", "best_baseline", "gain"}
 
 
 def quiet(*_):
@@ -25,34 +26,93 @@ def mnist_checkpoint(tmp_path_factory):
     return out / "checkpoint-epoch0001.pt"
 
 
-def test_pipeline_quick_writes_results_matching_the_schema(tmp_path, tiny_data):
-    cfg = PipelineConfig(out=str(tmp_path / "p"), pretrain=PretrainConfig(epochs=1, batch_size=16), fractions=(0.25, 1.0),
-                         finetune=Budget(epochs=1, min_steps=2, batch_size=16),
-                         supervised=Budget(epochs=1, min_steps=2, batch_size=16),
-                         distill=Budget(epochs=1, min_steps=0, batch_size=16), tsne=False)
-    results = run_pipeline(cfg, data=tiny_data, log=quiet)
+def tiny_pipeline(out, **kw) -> PipelineConfig:
+    small = dict(epochs=1, min_steps=2, batch_size=16)
+    return PipelineConfig(out=str(out), pretrain=PretrainConfig(epochs=1, batch_size=16), fractions=(0.25, 1.0),
+                          draws=(2,), validation=0.25, supervised_lrs=(0.1,), finetune_lrs=(0.03,),
+                          finetune=Budget(**small), supervised=Budget(**small),
+                          distill=Budget(epochs=1, min_steps=0, batch_size=16), tsne=False, **kw)
+
+
+class Sealed:
+    """A test split that records every read, and whether the pipeline's final evaluation made it."""
+
+    def __init__(self, items):
+        self.items, self.reads = items, []
+
+    def _note(self):
+        import inspect
+
+        self.reads.append({f.function for f in inspect.stack()[2:]})
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getattr__(self, name):
+        if name in ("images", "labels", "paths", "take", "subset", "__getitem__"):
+            self._note()
+        return getattr(self.items, name)
+
+    def __getitem__(self, i):
+        self._note()
+        return self.items[i]
+
+
+def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_end(tmp_path, tiny_data):
+    import dataclasses
+
+    sealed = Sealed(tiny_data.test)
+    data = dataclasses.replace(tiny_data, test=sealed)
+    results = run_pipeline(tiny_pipeline(tmp_path / "p"), data=data, log=quiet)
+    assert sealed.reads and all({"final_scores", "final_knn", "write_report"} & stack for stack in sealed.reads)
     on_disk = json.loads((tmp_path / "p" / "results.json").read_text())
     assert on_disk == results
-    assert set(on_disk) == {"dataset", "method", "backbone", "student", "knn_top1", "label_fractions"}
-    assert on_disk["method"] == "simclr" and on_disk["backbone"] == on_disk["student"]
+    assert {"dataset", "method", "backbone", "student", "knn_top1", "label_fractions", "knn", "protocol"} == set(on_disk)
+    assert on_disk["protocol"]["n_validation"] == 16 and on_disk["protocol"]["n_train"] == 48  # 25% of each class
     assert list(on_disk["label_fractions"]) == ["0.25", "1.0"]
     for key, row in on_disk["label_fractions"].items():
-        assert set(row) == SCHEMA_COLUMNS
-        assert all(0.0 <= row[c] <= 1.0 for c in SCHEMA_COLUMNS - {"n_labels"})
-    assert on_disk["label_fractions"]["1.0"]["n_labels"] == 64
-    assert on_disk["label_fractions"]["0.25"]["n_labels"] == 16  # 4 of 16 per class
-    assert 0.0 <= on_disk["knn_top1"] <= 1.0
+        assert set(row) == ROW_KEYS
+        assert all(0.0 <= row[c] <= 1.0 for c in COLUMNS)
+        for c in COLUMNS:  # the mean is the mean of the kept per-draw values
+            assert row[c] == pytest.approx(sum(row["values"][c]) / len(row["values"][c]))
+        assert row["best_baseline"] in {"supervised", "pixel_knn", "label_spreading"}
+        best = max(row[c] for c in ("linear", "finetune", "distill"))
+        assert row["gain"] == pytest.approx(best - max(row[c] for c in ("supervised", "pixel_knn", "label_spreading")))
+        assert row["choices"]["supervised_lr"] == 0.1 and row["choices"]["finetune_lr"] == 0.03
+    assert on_disk["label_fractions"]["0.25"]["draws"] == 2 and on_disk["label_fractions"]["1.0"]["draws"] == 1
+    assert len(on_disk["label_fractions"]["0.25"]["values"]["finetune"]) == 2
+    assert on_disk["label_fractions"]["1.0"]["n_labels"] == 48
+    assert on_disk["label_fractions"]["0.25"]["n_labels"] == 12  # 3 of 12 per class
+    assert 0.0 <= on_disk["knn_top1"] <= 1.0 and on_disk["knn"]["raw"] is not None
     report = (tmp_path / "p" / "report.md").read_text()
-    assert "| labels | n | supervised | linear | finetune | distill |" in report
+    assert "| labels | n | draws | supervised | pixel_knn | label_spreading | linear | finetune | distill |" in report
+    assert " ± " in report  # two draws: mean ± sd
     for png in ("accuracy_vs_labels.png", "pretraining.png"):
         assert (tmp_path / "p" / png).stat().st_size > 1000
-    indices = json.loads((tmp_path / "p" / "labeled-indices-0.25.json").read_text())
-    assert len(indices) == 16 and indices == sorted(indices)
+    draws = json.loads((tmp_path / "p" / "labeled-indices-0.25.json").read_text())
+    assert len(draws) == 2 and draws[0] != draws[1] and all(len(d) == 12 and d == sorted(d) for d in draws)
     from contrastive.evaluate.classifier import load_classifier
 
-    for name in ("finetune", "distill"):  # the pipeline keeps its classifiers for predict / export
+    for name in ("finetune", "distill"):  # the pipeline keeps its classifiers of the first draw
         model, meta = load_classifier(tmp_path / "p" / "classifiers" / f"{name}-0.25.pt")
-        assert meta["indices"] == indices and meta["label_fraction"] == 0.25 and model.fc.out_features == 4
+        assert meta["indices"] == draws[0] and meta["label_fraction"] == 0.25 and model.fc.out_features == 4
+
+
+def test_the_learning_rate_grid_widens_while_the_best_sits_at_an_edge():
+    from contrastive.pipeline import choose_lr
+
+    tried = []
+
+    def fit(lr):  # validation accuracy peaks at lr 0.9
+        tried.append(lr)
+        return f"model@{lr}", 1 - abs(lr - 0.9)
+
+    best, scores, model = choose_lr(fit, (0.03, 0.1, 0.3), quiet, "x", max_extra=3)
+    assert tried[:3] == [0.03, 0.1, 0.3] and tried[3] == pytest.approx(0.9)
+    assert best == pytest.approx(0.9) and model == f"model@{best}"
+    assert len(tried) == 5  # 2.7 was tried too: 0.9 then sat inside the grid
+    best, _, _ = choose_lr(lambda lr: (lr, -abs(lr - 0.1)), (0.03, 0.1, 0.3), quiet, "x")
+    assert best == 0.1  # inside the grid at once: nothing more tried
 
 
 def test_cli_pipeline_quick_on_embedded_digits(tmp_path, capsys):
@@ -61,11 +121,12 @@ def test_cli_pipeline_quick_on_embedded_digits(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "mnist" and results["backbone"] == "small_cnn"
     row = results["label_fractions"]["0.1"]
-    assert abs(row["n_labels"] - 100) <= 5  # 10% of each class of the 1,000-image quick draw, rounded
-    assert all(0.0 <= row[c] <= 1.0 for c in ("supervised", "linear", "finetune", "distill"))
+    assert abs(row["n_labels"] - 90) <= 5  # 10% of each class of the 900 quick images left after validation
+    assert all(0.0 <= row[c] <= 1.0 for c in COLUMNS)
     printed = capsys.readouterr().out
-    assert f"| 10% | {row['n_labels']} |" in printed
-    assert "kNN top-1 (k=200): random-init encoder" in printed
+    assert f"| 10% | {row['n_labels']} | 2 |" in printed
+    assert "kNN top-1 on validation (k=20): random-init encoder" in printed and "raw inputs" in printed
+    assert "expected wall time of the whole pipeline" in printed
 
 
 def test_knn_linear_embed_commands(mnist_checkpoint, tmp_path, capsys):

@@ -12,20 +12,27 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, num_classes: int,
-                k: int = 200, temperature: float = 0.1, chunk: int = 1024) -> torch.Tensor:
-    """Predicted class (M,) for each query (M, D) from a feature bank (N, D); both normalised inside."""
+def knn_votes(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, num_classes: int,
+              k: int = 200, temperature: float = 0.1, chunk: int = 1024) -> torch.Tensor:
+    """Each query's weighted votes per class (M, C), summing to 1 per row: the kNN classifier's
+    class probabilities. Bank (N, D) and queries (M, D) are normalised inside."""
     bank = F.normalize(bank.float(), dim=1)
     queries = F.normalize(queries.float(), dim=1)
     k = min(k, bank.shape[0])
-    preds = []
+    out = []
     for q in queries.split(chunk):
         sim, idx = (q @ bank.T).topk(k, dim=1)  # (m, k) similarities of the k nearest
-        weights = (sim / temperature).exp()  # (m, k)
+        weights = ((sim - sim[:, :1]) / temperature).exp()  # exp(s / T), scaled by the nearest's: no overflow
         votes = torch.zeros(q.shape[0], num_classes, device=q.device)
         votes.scatter_add_(1, bank_labels[idx], weights)  # (m, C) weighted votes per class
-        preds.append(votes.argmax(dim=1))
-    return torch.cat(preds)
+        out.append(votes / votes.sum(dim=1, keepdim=True))
+    return torch.cat(out) if out else torch.zeros(0, num_classes)
+
+
+def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, num_classes: int,
+                k: int = 200, temperature: float = 0.1, chunk: int = 1024) -> torch.Tensor:
+    """Predicted class (M,) for each query (M, D) from a feature bank (N, D); both normalised inside."""
+    return knn_votes(bank, bank_labels, queries, num_classes, k, temperature, chunk).argmax(dim=1)
 
 
 def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, query_labels: torch.Tensor,

@@ -157,6 +157,38 @@ class ImageModality:
     def prepare_model(model: torch.nn.Module, options: dict) -> torch.nn.Module:
         return model.to(memory_format=torch.channels_last) if options["channels_last"] else model
 
+    # --- baselines on the raw inputs (the pipeline's sceptic columns) --------------------------
+
+    @staticmethod
+    def raw_vectors(dataset) -> torch.Tensor | None:
+        """Pixels as vectors (N, C * H * W) in [0, 1], for images decoded in memory at one size; None otherwise."""
+        if not dataset.in_memory:
+            return None  # read file by file: the pipeline leaves the pixel baselines out (and says so)
+        return dataset.images.reshape(len(dataset), -1).float() / 255
+
+    @property
+    def baselines(self) -> dict:
+        """name -> fn(labeled, pool, queries, num_classes, seed) -> class probabilities (len(queries), C):
+        weighted kNN on the labelled images' pixels, and label spreading over the pixels of the labelled,
+        the unlabelled training and the query images (contrastive.evaluate.baselines)."""
+        from contrastive.evaluate.baselines import knn_probabilities, label_spreading_probabilities
+
+        def vectors(dataset):
+            x = self.raw_vectors(dataset)
+            if x is None:
+                raise ContrastiveError("the pixel baselines need images decoded in memory at one size")
+            return x
+
+        def pixel_knn(labeled, pool, queries, num_classes: int, seed: int):
+            del pool, seed
+            return knn_probabilities(vectors(labeled), labeled.labels, vectors(queries), num_classes)
+
+        def label_spreading(labeled, pool, queries, num_classes: int, seed: int):
+            return label_spreading_probabilities(vectors(labeled), labeled.labels, vectors(pool), vectors(queries),
+                                                 num_classes, seed)
+
+        return {"pixel_knn": pixel_knn, "label_spreading": label_spreading}
+
     # --- applying what was learned (predict, similar, export) -------------------------------
 
     @staticmethod

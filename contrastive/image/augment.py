@@ -253,7 +253,17 @@ def handwriting(recipe: ViewRecipe) -> ViewRecipe:
     keeps its smaller upper bound)."""
     low = min(max(recipe.min_scale, HANDWRITING_MIN_SCALE), recipe.max_scale)
     return dataclasses.replace(recipe, min_scale=low, flip=False, jitter=HANDWRITING_JITTER, jitter_p=0.8,
-                               gray_p=0.0, blur_p=0.0, solarize_p=0.0, warp=HANDWRITING_WARP)
+                               gray_p=0.0, blur_p=0.0, solarize_p=0.0, warp=handwriting_warp(recipe.size))
+
+
+def handwriting_warp(size: int) -> Warp:
+    """HANDWRITING_WARP (set for 28 px) with its elastic sigma and alpha scaled to `size`; no elastic
+    step where the blur kernel (8 sigma + 1) would not fit the image's reflect padding."""
+    ratio = size / 28
+    sigma, alpha = HANDWRITING_WARP.sigma * ratio, HANDWRITING_WARP.alpha * ratio
+    if (int(8 * sigma + 1) | 1) // 2 >= size:
+        alpha = 0.0
+    return dataclasses.replace(HANDWRITING_WARP, sigma=sigma, alpha=alpha)
 
 
 def view_style(style: str, size: int, channels: int) -> str:
