@@ -12,6 +12,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from contrastive.modality import modality_of  # noqa: E402
+
 PRETRAINED_COLUMNS = ("linear", "finetune", "distill")  # what the pretrained encoder gives; the rest are baselines
 COLUMNS = ("supervised",) + PRETRAINED_COLUMNS  # the columns every run has; modalities add their baselines
 COLORS = {"supervised": "tab:gray", "linear": "tab:blue", "finetune": "tab:orange", "distill": "tab:green"}
@@ -93,17 +95,21 @@ def plot_training(metrics_path: Path, path: Path) -> None:
     plt.close(fig)
 
 
+def sample_indices(n: int, seed: int, max_points: int) -> torch.Tensor:
+    """A fixed random draw of at most max_points of n items (int64 indices)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_points]
+
+
 def sample_embeddings(features: torch.Tensor, labels: torch.Tensor, seed: int, max_points: int):
     """(L2-normalised features (n, D), labels (n,)) as numpy: a fixed random draw of at most max_points."""
-    g = torch.Generator().manual_seed(seed)
-    keep = torch.randperm(len(features), generator=g)[:max_points]
+    keep = sample_indices(len(features), seed, max_points)
     return torch.nn.functional.normalize(features[keep], dim=1).numpy(), labels[keep].numpy()
 
 
 def plot_scatter(xy, y, classes: list[str], title: str, path: Path) -> None:
     """A 2-D map of embeddings (n, 2), one colour per class: what the t-SNE and the UMAP plots share."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for c in range(int(y.max()) + 1):
+    for c in range(int(y.max()) + 1 if len(y) else 0):  # colour -1: an item without one, not drawn
         sel = y == c
         ax.scatter(xy[sel, 0], xy[sel, 1], s=4, label=classes[c] if c < len(classes) else str(c))
     ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2)
@@ -116,13 +122,21 @@ def plot_scatter(xy, y, classes: list[str], title: str, path: Path) -> None:
 
 
 def plot_tsne(features: torch.Tensor, labels: torch.Tensor, classes: list[str], path: Path, seed: int = 0,
-              max_points: int = 2000) -> None:
-    """2-D t-SNE (scikit-learn) of test embeddings, coloured by class."""
+              max_points: int = 2000, extra: dict | None = None) -> list[str]:
+    """2-D t-SNE (scikit-learn) of test embeddings, coloured by class; with `extra` ({name: (int64 (N,)
+    colour per item, -1 for none; colour names)}, a modality's `colourings`), the same map once more per
+    colouring, in tsne_<name>.png beside `path`. Returns the names of the files written."""
     from sklearn.manifold import TSNE
 
     x, y = sample_embeddings(features, labels, seed, max_points)
     xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, len(x) - 1)).fit_transform(x)
     plot_scatter(xy, y, classes, "t-SNE of test embeddings (pretrained encoder)", path)
+    written, keep = [path.name], sample_indices(len(features), seed, max_points)
+    for name, (colours, names) in (extra or {}).items():
+        extra_path = path.with_name(f"{path.stem}_{name}{path.suffix}")
+        plot_scatter(xy, colours[keep].numpy(), names, f"t-SNE of test embeddings, coloured by {name}", extra_path)
+        written.append(extra_path.name)
+    return written
 
 
 def plot_umap(features: torch.Tensor, labels: torch.Tensor, classes: list[str], path: Path, seed: int = 0,
@@ -151,8 +165,10 @@ def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, re
         from contrastive.evaluate.features import extract_features
 
         feats, labels = extract_features(encoder, data.test, reader, device)
-        plot_tsne(feats, labels, data.classes, out / "tsne.png")
-        images.append("tsne.png")
+        # a modality's extra colourings of the map (code: CWE and vulnerable/fixed); images have none
+        colourings = getattr(modality_of(data), "colourings", None) if hasattr(data, "modality") else None
+        images += plot_tsne(feats, labels, data.classes, out / "tsne.png",
+                            extra=colourings(data.test) if colourings else None)
         if plot_umap(feats, labels, data.classes, out / "umap.png"):
             images.append("umap.png")
         else:

@@ -131,6 +131,14 @@ class CodeModality:
     def prepare_model(model: torch.nn.Module, options: dict) -> torch.nn.Module:
         return model
 
+    @staticmethod
+    def colourings(dataset) -> dict:
+        """The report's extra t-SNE colourings: the test case's CWE and vulnerable / fixed (issue 14;
+        contrastive.code.juliet.colourings)."""
+        from contrastive.code.juliet import colourings
+
+        return colourings(dataset)
+
     # --- applying what was learned (predict, similar, export) -------------------------------
 
     @staticmethod

@@ -47,3 +47,29 @@ def source_files(root: str) -> list[str]:
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "testcasesupport")
         found += [os.path.join(parent, f) for f in sorted(files) if language_of(f)]
     return found
+
+
+TOP_CWES = 9  # CWEs coloured one by one in the report's map; the rest share "other" (ten colours in all)
+
+
+def colourings(dataset) -> dict:
+    """{name: (int64 (N,) colour per item, -1 for none; colour names)}: what the report's t-SNE of a
+    dataset's items is coloured by beside its labels. Juliet items give their test case's CWE (the
+    TOP_CWES most frequent here, the rest "other") and vulnerable / fixed, read from the function's
+    name in its id (ids never reach the model). Items of other sources have neither and give {}."""
+    import torch
+
+    out = {}
+    cwes = dataset.cwes.tolist()
+    known = sorted({c for c in cwes if c >= 0}, key=lambda c: (-cwes.count(c), c))
+    if known:
+        top = known[:TOP_CWES]
+        rest = len(known) > len(top)
+        names = [f"CWE{c}" for c in top] + (["other"] if rest else [])
+        out["cwe"] = (torch.tensor([top.index(c) if c in top else (len(top) if c >= 0 else -1) for c in cwes],
+                                   dtype=torch.int64), names)
+    kinds = [label_of_name(i.rsplit(":", 1)[-1]) if ":" in i else None for i in dataset.ids]
+    if any(k is not None for k in kinds):
+        names = [VULNERABLE, FIXED]
+        out["vulnerable"] = (torch.tensor([names.index(k) if k else -1 for k in kinds], dtype=torch.int64), names)
+    return out
