@@ -41,6 +41,18 @@ the search tool; the 2023+ versions use lightly.transforms, older ones the equiv
   optimizer  SGD(lr=0.06 * batch / 128, momentum 0.9, weight_decay 5e-4) on all trainable parameters,
              CosineAnnealingLR(max_epochs) stepped once per epoch; fp32 (the Lightning Trainer's default)
   kNN        k=200, T=0.1 (the same monitor as ours)
+Methods beyond the three (--methods simsiam,barlow_twins,vicreg,dino,swav; issue 15) are our code around
+lightly's heads, losses and transforms, sized like our defaults (not from lightly's benchmark script):
+  SimSiam    SimSiamProjectionHead(512, 2048, 2048), SimSiamPredictionHead(2048, 512, 2048), NegativeCosineSimilarity,
+             SimSiamTransform(input_size=32, gaussian_blur=0.0)
+  Barlow Twins / VICReg  BarlowTwinsProjectionHead(512, 2048, 2048) + BarlowTwinsLoss() / VICRegProjectionHead(512,
+             2048, 2048, 3) + VICRegLoss(); SimCLRTransform as SimCLR's
+  DINO       DINOProjectionHead(512, 2048, 256, 65536), teacher EMA cosine 0.996 -> 1 (lightly's cosine_schedule),
+             DINOLoss (teacher T 0.04, no warm-up); no last-layer freeze (ours: 1% of the steps)
+  SwAV       SwaVProjectionHead(512, 2048, 128), SwaVPrototypes(128, 3000, 313 frozen steps), SwaVLoss; no queue
+             (ours: 3840 embeddings after 7.5% of the steps)
+  multi-crop DINOTransform(global_crop_size=32, local_crop_size=16, n_local_views=6, no blur) for both, the views
+             of our "multicrop" recipe at 32 px; FLOPs and pairs/s count one image's 2 + 6 crops as a "pair"
 Differences from ours that shape the comparison (ours: contrastive/config.py defaults): lightly's lr is
 0.06 x batch/128 (0.12 at 256; ours 0.06 x batch/256) without warm-up and with weight decay on BN and biases;
 its MoCo loss is symmetric (about 2x our FLOPs a pair; ours is the paper's asymmetric loss, T=0.2); its BYOL
@@ -89,6 +101,9 @@ from contrastive.modality import Reader
 from contrastive.train import Callback
 
 METHODS = ("simclr", "moco", "byol")
+# Also comparable (--methods): the methods lightly has too (issue 15). DINO and SwAV take multi-crop views.
+MORE_METHODS = ("simsiam", "barlow_twins", "vicreg", "dino", "swav")
+MULTICROP = ("dino", "swav")
 ARCHIVES = ("/work/shared/data/cifar10-jpg.tar.gz", str(REPO.parent / "shared/data/cifar10-jpg.tar.gz"),
             str(REPO / ".data/cifar10-jpg.tar.gz"))
 DEFAULT_RESULTS = REPO / "benchmarks/results/lightly_compare.jsonl"
@@ -254,10 +269,16 @@ def lightly_backbone(method: str, arch: str) -> tuple[nn.Module, int]:
 # --- lightly's recipes (our code; the recipe is lightly's, see the module docstring) ---------------
 
 def lightly_transform(method: str):
-    from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, SimCLRTransform
+    from lightly.transforms import (BYOLTransform, BYOLView1Transform, BYOLView2Transform, DINOTransform,
+                                    SimCLRTransform, SimSiamTransform)
 
-    if method in ("simclr", "moco"):
+    if method in ("simclr", "moco", "barlow_twins", "vicreg"):
         return SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0)
+    if method == "simsiam":  # MoCo v2's views (SimSiam appendix A), as our "moco" recipe; no blur at 32 px
+        return SimSiamTransform(input_size=32, gaussian_blur=0.0)
+    if method in MULTICROP:  # the views of our "multicrop" recipe at 32 px: 2 x 32 (0.4-1) + 6 x 16 (0.05-0.4),
+        # jitter 0.5 x (0.8, 0.8, 0.4, 0.2) = (0.4, 0.4, 0.2, 0.1), no blur below 64 px, solarize 0.2 on view 2
+        return DINOTransform(global_crop_size=32, local_crop_size=16, n_local_views=6, gaussian_blur=(0.0, 0.0, 0.0))
     return BYOLTransform(view_1_transform=BYOLView1Transform(input_size=32, gaussian_blur=0.0),
                          view_2_transform=BYOLView2Transform(input_size=32, gaussian_blur=0.0))
 
@@ -352,10 +373,121 @@ class LightlyBYOL(nn.Module):
                 + list(self.prediction_head.parameters()))
 
 
+class LightlySimSiam(nn.Module):
+    """lightly's SimSiam example with our default widths (2048-d 3-layer projector, 512-d predictor)."""
+
+    def __init__(self, backbone: nn.Module, dim: int):
+        super().__init__()
+        from lightly.loss import NegativeCosineSimilarity
+        from lightly.models.modules.heads import SimSiamPredictionHead, SimSiamProjectionHead
+
+        self.backbone = backbone
+        self.projection_head = SimSiamProjectionHead(dim, 2048, 2048)
+        self.prediction_head = SimSiamPredictionHead(2048, 512, 2048)
+        self.criterion = NegativeCosineSimilarity()
+
+    def training_loss(self, x0, x1):
+        z0, z1 = (self.projection_head(self.backbone(x).flatten(start_dim=1)) for x in (x0, x1))
+        p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
+        return 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
+
+    def trainable(self):
+        return list(self.parameters())
+
+
+class LightlyRedundancy(nn.Module):
+    """lightly's Barlow Twins / VICReg examples with our default 2048-d, 3-layer heads and the losses' defaults."""
+
+    def __init__(self, backbone: nn.Module, dim: int, method: str):
+        super().__init__()
+        from lightly.loss import BarlowTwinsLoss, VICRegLoss
+        from lightly.models.modules.heads import BarlowTwinsProjectionHead, VICRegProjectionHead
+
+        self.backbone = backbone
+        if method == "barlow_twins":
+            self.projection_head, self.criterion = BarlowTwinsProjectionHead(dim, 2048, 2048), BarlowTwinsLoss()
+        else:
+            self.projection_head, self.criterion = VICRegProjectionHead(dim, 2048, 2048, 3), VICRegLoss()
+
+    def training_loss(self, x0, x1):
+        return self.criterion(*(self.projection_head(self.backbone(x).flatten(start_dim=1)) for x in (x0, x1)))
+
+    def trainable(self):
+        return list(self.parameters())
+
+
+class LightlyDINO(nn.Module):
+    """lightly's DINO example with our defaults: head 2048 -> 256 -> 65536, teacher EMA 0.996 -> 1 on a cosine
+    over the run (run_lightly sets total_steps), teacher temperature 0.04 without warm-up. Not as ours: no
+    last-layer freeze (ours: the first 1% of the steps)."""
+
+    def __init__(self, backbone: nn.Module, dim: int):
+        super().__init__()
+        from lightly.loss import DINOLoss
+        from lightly.models.modules.heads import DINOProjectionHead
+        from lightly.models.utils import deactivate_requires_grad
+
+        self.student_backbone, self.student_head = backbone, DINOProjectionHead(dim, 2048, 256, 65536)
+        self.teacher_backbone = copy.deepcopy(backbone)
+        self.teacher_head = DINOProjectionHead(dim, 2048, 256, 65536)
+        self.teacher_head.load_state_dict(self.student_head.state_dict())
+        deactivate_requires_grad(self.teacher_backbone)
+        deactivate_requires_grad(self.teacher_head)
+        self.criterion = DINOLoss(output_dim=65536, warmup_teacher_temp_epochs=0)
+        self.backbone = self.student_backbone  # what the kNN reads
+        self.step, self.total_steps = 0, 1
+
+    def training_loss(self, *views):
+        from lightly.models.utils import update_momentum
+        from lightly.utils.scheduler import cosine_schedule
+
+        m = cosine_schedule(self.step, max(1, self.total_steps), 0.996, 1.0)
+        update_momentum(self.student_backbone, self.teacher_backbone, m)
+        update_momentum(self.student_head, self.teacher_head, m)
+        self.step += 1
+        with torch.no_grad():
+            teacher = [self.teacher_head(self.teacher_backbone(x).flatten(start_dim=1)) for x in views[:2]]
+        student = [self.student_head(self.student_backbone(x).flatten(start_dim=1)) for x in views]
+        return self.criterion(teacher, student, epoch=0)
+
+    def trainable(self):
+        return list(self.student_backbone.parameters()) + list(self.student_head.parameters())
+
+
+class LightlySwAV(nn.Module):
+    """lightly's SwAV example with our defaults: head 2048 -> 128, 3000 prototypes frozen for 313 steps,
+    temperature 0.1, Sinkhorn epsilon 0.05 x 3. Not as ours: no queue (ours: 3840 embeddings after 7.5% of
+    the steps, for batches below a few thousand)."""
+
+    def __init__(self, backbone: nn.Module, dim: int):
+        super().__init__()
+        from lightly.loss import SwaVLoss
+        from lightly.models.modules.heads import SwaVProjectionHead, SwaVPrototypes
+
+        self.backbone = backbone
+        self.projection_head = SwaVProjectionHead(dim, 2048, 128)
+        self.prototypes = SwaVPrototypes(128, 3000, n_steps_frozen_prototypes=313)
+        self.criterion = SwaVLoss()
+        self.step = 0
+
+    def training_loss(self, *views):
+        self.prototypes.normalize()
+        scores = [self.prototypes(nn.functional.normalize(self.projection_head(self.backbone(x).flatten(
+            start_dim=1)), dim=1), self.step) for x in views]
+        self.step += 1
+        return self.criterion(scores[:2], scores[2:])
+
+    def trainable(self):
+        return list(self.parameters())
+
+
 def build_lightly(method: str, arch: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     backbone, dim = lightly_backbone(method, arch)
-    return {"simclr": LightlySimCLR, "moco": LightlyMoCo, "byol": LightlyBYOL}[method](backbone, dim)
+    if method in ("barlow_twins", "vicreg"):
+        return LightlyRedundancy(backbone, dim, method)
+    return {"simclr": LightlySimCLR, "moco": LightlyMoCo, "byol": LightlyBYOL, "simsiam": LightlySimSiam,
+            "dino": LightlyDINO, "swav": LightlySwAV}[method](backbone, dim)
 
 
 def lightly_encoder(model: nn.Module) -> nn.Module:
@@ -382,6 +514,7 @@ def run_lightly(method: str, train_dir: Path, *, arch: str, workers: int, batch:
     if per_epoch == 0:
         sys.exit(f"{train_dir} has {len(dataset)} images, fewer than the batch of {batch}")
     total = steps if steps is not None else epochs * per_epoch
+    model.total_steps = total  # the length of DINO's momentum schedule (the other models do not read it)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total if steps is not None else epochs)
     bf16 = precision == "bf16"
     clock: list[list[float]] = []
@@ -394,11 +527,11 @@ def run_lightly(method: str, train_dir: Path, *, arch: str, workers: int, batch:
         while done < total:
             stamps.append(time.perf_counter())
             try:
-                (x0, x1), _, _ = next(it)
+                views, _, _ = next(it)  # two views, or 2 global + 6 local crops (MULTICROP)
             except StopIteration:
                 break
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = model.training_loss(x0, x1)
+                loss = model.training_loss(*views)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -512,11 +645,12 @@ def flops_per_pair(step, batch: int) -> float:
 
 
 def method_flops(method: str, batch: int, ours_backbone: str | None, lightly_arch: str) -> dict:
-    x0, x1 = torch.randn(batch, 3, 32, 32), torch.randn(batch, 3, 32, 32)
+    sizes = [32, 32] + ([16] * 6 if method in MULTICROP else [])  # a multi-crop "pair" is 2 + 6 crops
+    views = [torch.randn(batch, 3, s, s) for s in sizes]
     ours = our_model_for_flops(method, batch, ours_backbone).train()
     theirs = build_lightly(method, lightly_arch).train()
-    return {"ours": flops_per_pair(lambda: ours([x0, x1])[0], batch),
-            "lightly": flops_per_pair(lambda: theirs.training_loss(x0, x1), batch)}
+    return {"ours": flops_per_pair(lambda: ours(views)[0], batch),
+            "lightly": flops_per_pair(lambda: theirs.training_loss(*views), batch)}
 
 
 def matmul_peak(n: int = 2048, reps: int = 8) -> dict:
