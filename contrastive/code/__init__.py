@@ -20,14 +20,14 @@ from contrastive.errors import ContrastiveError
 from contrastive.fields import opt
 
 TASK_CHOICES = ("vulnerable", "cwe")
-# 1,000 of Juliet's 64,099 test cases, drawn with a fixed seed: read in about 4 s (with 4 stored
-# variants per function), they give 1,878 training and 524 test functions after deduplication and
-# conflict removal. Measured on this project's 2-core CPU while shared with two other jobs (issue 14
-# note): SimCLR pretraining (batch 128, two views, up to 256 tokens, bf16) ran at ~47 functions/s
-# with the cnn and ~12/s with the transformer, so an epoch of the cnn takes about 40 s and 10-15
-# epochs leave the pipeline's classifier stages room inside 30 minutes. The whole suite is for a
-# GPU or torchrun.
-DEFAULT_CASES = 1000
+# 300 of Juliet's 64,099 test cases, drawn with a fixed seed (612 training and 166 test functions
+# after deduplication and conflict removal), so that the default pipeline fits 30 minutes on this
+# project's 2-core CPU shared with other jobs: its classifier stages (5 + 3 label draws, the lr grids,
+# distillation over every training function), not pretraining, take most of that time, and they grow
+# with the number of functions. The wall time measured: benchmarks/results/juliet.md. The
+# representation choices (views, length, width) were made on the validation split of 1,000 cases
+# (benchmarks/results/code_ablation.md). The whole suite is for a GPU or torchrun.
+DEFAULT_CASES = 300
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,11 @@ class Options:
                                   "fixed) or cwe (the test case's CWE)", choices=TASK_CHOICES)
     juliet_cases: int = opt(DEFAULT_CASES, "how many Juliet test cases to read, a fixed random draw (0: all "
                                            "64,099; the whole suite is for a GPU or torchrun)")
-    max_tokens: int = opt(256, "tokens per function; longer ones are cut (counted in the log); 256 holds "
-                               "about 93% of Juliet's functions whole")
+    # 128 rather than 256: half the cost of every step (the cnn's cost grows with the length), and on the
+    # validation split no worse (SimCLR 15 epochs: kNN20 0.771 against 0.750, 10% probe F1 0.517 against
+    # 0.513, 1% 0.349 ± 0.092 against 0.406 ± 0.044; benchmarks/results/code_ablation.md).
+    max_tokens: int = opt(128, "tokens per function; longer ones are cut (counted in the log); 128 holds "
+                               "about 86% of Juliet's functions whole (256: 94%)")
     variants: int = opt(4, "stored versions of each function, the original and semantics-preserving "
                            "rewrites drawn once at load time (renaming, dead code, reordering)")
     vocab_size: int = opt(8000, "the most tokens in the vocabulary, built from the training split only")
