@@ -13,7 +13,7 @@ A modality (images today; token sequences of source code next) is an object with
                                   encoder's record, to read the data as that encoder reads it, or None): .train / .test sets of items (len, labels, subset,
                                   in_memory / take for the batched path), .name, .num_classes, .classes
     resolve(given, data) -> dict  its options for this data, defaults filled in
-    default_backbone(data)        the encoder to use when --backbone is not given
+    default_backbone(data, device_type)  the encoder to use when --backbone is not given
     encoder_inputs(data, options) what rebuilding the encoder and reading its inputs needs (a dict
                                   saved in every checkpoint, opaque to everyone else)
     build_encoder(backbone, inputs) -> (module, feature width)

@@ -14,16 +14,19 @@ import torch  # noqa: E402
 
 from contrastive.modality import modality_of  # noqa: E402
 
-PRETRAINED_COLUMNS = ("linear", "finetune", "distill")  # what the pretrained encoder gives; the rest are baselines
-COLUMNS = ("supervised",) + PRETRAINED_COLUMNS  # the columns every run has; modalities add their baselines
-COLORS = {"supervised": "tab:gray", "linear": "tab:blue", "finetune": "tab:orange", "distill": "tab:green"}
+PRETRAINED_COLUMNS = ("linear", "encoder_spreading", "finetune", "distill")  # what the pretrained encoder gives; the rest are baselines
+COLUMNS = ("supervised", "linear", "finetune", "distill")  # the columns of every row (older results: only these)
+COLORS = {"supervised": "tab:gray", "linear": "tab:blue", "encoder_spreading": "tab:purple", "finetune": "tab:orange",
+          "distill": "tab:green"}
 
 
 def columns_of(results: dict) -> list[str]:
     """The row's columns in table order: the baselines (supervised first), then the pretrained ones."""
     first = next(iter(results["label_fractions"].values()), {})
-    extra = [c for c in first.get("values", {}) if c not in COLUMNS]
-    return ["supervised", *extra, *PRETRAINED_COLUMNS]
+    present = first.get("values", first)
+    extra = [c for c in present if c in first and c not in COLUMNS and c not in PRETRAINED_COLUMNS
+             and isinstance(first[c], float)]
+    return ["supervised", *extra, *(c for c in PRETRAINED_COLUMNS if c in first)]
 
 
 def cell(row: dict, column: str) -> str:
@@ -190,8 +193,11 @@ def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, re
         "",
         "- supervised: the same architecture from random init, trained on the labelled subset only (lr chosen on "
         "validation)",
-        "- pixel_knn, label_spreading, tfidf ...: the modality's non-deep baselines on the raw inputs, same draws",
+        "- the other baseline columns: the modality's non-deep baselines on the raw inputs (kNN and label spreading on "
+        "images, TF-IDF on code), same draws",
         "- linear: a linear classifier on frozen pretrained features (labelled subset)",
+        "- encoder_spreading: label spreading (the raw-input baseline's algorithm) on the pretrained features, over "
+        "the labelled, the unlabelled training and the query items",
         "- finetune: the whole pretrained network fine-tuned on the labelled subset (SimCLRv2: from the first head "
         "layer; lr chosen on validation)",
         "- distill: a student trained on the fine-tuned teacher's predictions on all training items (plus the labelled "

@@ -200,4 +200,4 @@ def test_supervised_budget_flags_are_not_read_as_pretraining_or_data_options(tmp
     # --epochs 0 is a valid budget when --min-steps sets the steps.
     assert main(["supervised", "--label-fraction", "0.01", "--epochs", "0", "--min-steps", "2", "--no-augment",
                  "--device", "cpu"]) == 0
-    assert "supervised small_cnn from random init on 40 labels" in capsys.readouterr().out
+    assert "supervised small_cnn_grid from random init on 40 labels" in capsys.readouterr().out

@@ -347,3 +347,44 @@ def test_decode_valid_images_of_any_mode(tmp_path, width, height, mode, seed):
     decoded = decode_image(path)
     assert decoded.dtype == torch.uint8 and decoded.shape == (3, height, width)
     assert np.array_equal(decoded.numpy(), expected)
+
+
+def test_a_folder_of_grayscale_images_is_read_with_one_channel(tmp_path):
+    from PIL import Image
+
+    from contrastive.image.data import folder_channels, load_data
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            d = tmp_path / "gray" / split / c
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8), mode="L").save(d / f"{i}.png")
+                rgb = np.zeros((8, 8, 3), dtype=np.uint8)
+                rgb[..., 0] = 200  # red: colour
+                (tmp_path / "colour" / split / c).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rgb).save(tmp_path / "colour" / split / c / f"{i}.png")
+    # a gray image saved as RGB (R = G = B) still counts as gray
+    Image.fromarray(np.full((8, 8, 3), 90, dtype=np.uint8)).save(tmp_path / "gray" / "train" / "a" / "rgb.png")
+    assert folder_channels(str(tmp_path / "gray")) == 1 and folder_channels(str(tmp_path / "colour")) == 3
+    data = load_data(f"folder:{tmp_path / 'gray'}")
+    assert data.channels == 1 and data.train.images.shape[1] == 1
+    assert load_data(f"folder:{tmp_path / 'colour'}").channels == 3
+    assert load_data(f"folder:{tmp_path / 'gray'}", channels=3).channels == 3  # an explicit choice wins
+
+
+def test_defaults_follow_the_data_small_gray_images_get_the_grid_cnn_and_handwriting_views():
+    from contrastive.image import IMAGE
+    from contrastive.image.augment import view_style
+
+    class Data:
+        name, channels, image_size = "folder:/x", 1, 28
+
+    assert IMAGE.default_backbone(Data(), "cpu") == "small_cnn_grid"
+    Data.channels, Data.image_size = 3, 32
+    assert IMAGE.default_backbone(Data(), "cpu") == "small_cnn_grid"  # a ResNet-18 is 54 images/s on 2 cores
+    assert IMAGE.default_backbone(Data(), "cuda") == "resnet18"
+    Data.image_size = 96
+    assert IMAGE.default_backbone(Data(), "cpu") == "resnet18"
+    assert view_style("auto", 28, 1) == "handwriting" and view_style("auto", 32, 3) == "paper"
+    assert view_style("auto", 64, 1) == "paper" and view_style("paper", 28, 1) == "paper"

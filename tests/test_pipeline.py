@@ -11,7 +11,7 @@ from contrastive.evaluate.fit import Budget
 from contrastive.pipeline import PipelineConfig, run_pipeline
 from contrastive.train import pretrain
 
-COLUMNS = {"supervised", "pixel_knn", "label_spreading", "linear", "finetune", "distill"}
+COLUMNS = {"supervised", "pixel_knn", "label_spreading", "linear", "encoder_spreading", "finetune", "distill"}
 ROW_KEYS = COLUMNS | {"n_labels", "draws", "choices", "validation", "sd", "values", "best_baseline", "gain"}
 
 
@@ -76,7 +76,7 @@ def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_
         for c in COLUMNS:  # the mean is the mean of the kept per-draw values
             assert row[c] == pytest.approx(sum(row["values"][c]) / len(row["values"][c]))
         assert row["best_baseline"] in {"supervised", "pixel_knn", "label_spreading"}
-        best = max(row[c] for c in ("linear", "finetune", "distill"))
+        best = max(row[c] for c in ("linear", "encoder_spreading", "finetune", "distill"))
         assert row["gain"] == pytest.approx(best - max(row[c] for c in ("supervised", "pixel_knn", "label_spreading")))
         assert row["choices"]["supervised_lr"] == 0.1 and row["choices"]["finetune_lr"] == 0.03
     assert on_disk["label_fractions"]["0.25"]["draws"] == 2 and on_disk["label_fractions"]["1.0"]["draws"] == 1
@@ -85,7 +85,8 @@ def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_
     assert on_disk["label_fractions"]["0.25"]["n_labels"] == 12  # 3 of 12 per class
     assert 0.0 <= on_disk["knn_top1"] <= 1.0 and on_disk["knn"]["raw"] is not None
     report = (tmp_path / "p" / "report.md").read_text()
-    assert "| labels | n | draws | supervised | pixel_knn | label_spreading | linear | finetune | distill |" in report
+    assert ("| labels | n | draws | supervised | pixel_knn | label_spreading | linear | encoder_spreading | finetune | "
+            "distill |") in report
     assert " ± " in report  # two draws: mean ± sd
     for png in ("accuracy_vs_labels.png", "pretraining.png"):
         assert (tmp_path / "p" / png).stat().st_size > 1000

@@ -2,7 +2,7 @@
 
 Each takes vectors (one row per item) and returns class probabilities for the queries, so the
 pipeline scores them exactly as it scores the networks. A modality turns its raw items into
-vectors (images: their pixels) and lists its baselines (contrastive.modality: `baselines`).
+vectors (see the image modality's raw_vectors) and lists its baselines (contrastive.modality: `baselines`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from contrastive.evaluate.knn import knn_votes
 
-KNN_K = 20  # neighbours that vote (the label-efficiency issue's raw-pixel kNN: k=20, T=0.1)
+KNN_K = 20  # neighbours that vote (the label-efficiency issue's raw-input kNN: k=20, T=0.1)
 SPREADING_NEIGHBOURS = 10  # scikit-learn LabelSpreading's knn kernel default (n_neighbors=7) raised to 10
 SPREADING_MAX_POOL = 10_000  # unlabelled items in the graph at most (a fixed draw): the graph is built brute force
 

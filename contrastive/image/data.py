@@ -119,7 +119,8 @@ def load_data(spec: str | None = None, *, skip_bad: bool = False, channels: int 
 
     No split depends on a seed: the MNIST split and the folder layout are the same for every run.
     `skip_bad` leaves unreadable files out (counted in `skipped`) instead of stopping.
-    `channels` (1 or 3) converts images; by default MNIST gives 1 and everything else 3.
+    `channels` (1 or 3) converts images; by default MNIST gives 1, a folder of grayscale images 1
+    (folder_channels), everything else 3.
     """
     if channels not in (None, 1, 3):
         raise ContrastiveError(f"channels must be 1 or 3, got {channels}; pass 1 for grayscale or 3 for RGB")
@@ -133,7 +134,7 @@ def load_data(spec: str | None = None, *, skip_bad: bool = False, channels: int 
     if not os.path.isdir(root):
         raise ContrastiveError(f"data folder {root} does not exist (from --data {spec}); check the path")
     if kind == "folder":
-        return _load_folder(root, channels or 3, skip_bad)
+        return _load_folder(root, channels or folder_channels(root), skip_bad)
     return _load_cifar(kind, root, channels or 3)
 
 
@@ -203,6 +204,32 @@ def _image_files(folder: str) -> list[str]:
         found += [os.path.join(parent, f) for f in sorted(files)
                   if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
     return found
+
+
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes with one colour channel
+CHANNEL_SAMPLE = 64  # files looked at to tell a grayscale folder from a colour one
+
+
+def folder_channels(root: str) -> int:
+    """1 when the folder's images are grayscale, else 3: a fixed draw of CHANNEL_SAMPLE files is looked
+    at, and it is grayscale when every one has a one-channel PIL mode or equal R, G and B. A grayscale
+    folder read as RGB triples the first layer's input and the work of every colour step, for nothing."""
+    paths = _image_files(os.path.join(root, "train")) if os.path.isdir(os.path.join(root, "train")) else []
+    paths = paths or _image_files(root)
+    if not paths:
+        return 3
+    step = max(1, len(paths) // CHANNEL_SAMPLE)
+    for path in paths[::step][:CHANNEL_SAMPLE]:
+        try:
+            with Image.open(path) as img:
+                if img.mode in GRAY_MODES:
+                    continue
+                rgb = np.asarray(img.convert("RGB"))
+        except (OSError, ValueError):
+            continue  # unreadable files are reported (or skipped) when the folder is read
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
+            return 3
+    return 1
 
 
 def _class_folders(split_dir: str) -> list[str]:
