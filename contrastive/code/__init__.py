@@ -20,13 +20,18 @@ from contrastive.errors import ContrastiveError
 from contrastive.fields import opt
 
 TASK_CHOICES = ("vulnerable", "cwe")
-# 300 of Juliet's 64,099 test cases, drawn with a fixed seed (612 training and 166 test functions
-# after deduplication and conflict removal), so that the default pipeline fits 30 minutes on this
-# project's 2-core CPU shared with other jobs: its classifier stages (5 + 3 label draws, the lr grids,
-# distillation over every training function), not pretraining, take most of that time, and they grow
-# with the number of functions. The wall time measured: benchmarks/results/juliet.md. The
-# representation choices (views, length, width) were made on the validation split of 1,000 cases
-# (benchmarks/results/code_ablation.md). The whole suite is for a GPU or torchrun.
+# 600 of Juliet's 64,099 test cases, drawn with a fixed seed: 1,171 training and 324 test functions
+# after deduplication and conflict removal. The default pipeline must fit 30 minutes on this
+# project's 2-core CPU, shared with other jobs; its classifier stages (5 + 3 label draws, the lr
+# grids, distillation over every training function), not pretraining, take most of the time and grow
+# with the number of functions. Measured (benchmarks/results/juliet.md), at a load of about 5 on the
+# two cores: 600 cases 698 s with the pipeline of commit 18aac48 (586 s with the one before), 300
+# cases 469 s. Under the heavier load seen earlier the same day (pretraining epochs up to three
+# times slower) 600 cases could come near or past 30 minutes (estimated, not run). On validation,
+# pretraining helped the encoder's kNN only with more functions
+# (benchmarks/results/code_ablation.md: 1,000 cases +0.03 to +0.05 over random init; the pipeline's
+# own monitor: 300 cases -0.02, 600 cases -0.05, on 61 and 117 validation functions), so the largest
+# subset that fits was taken. The whole suite is for a GPU or torchrun.
 DEFAULT_CASES = 600
 
 
