@@ -71,7 +71,7 @@ def test_colourings_give_each_item_its_cwe_and_whether_it_is_flawed(tiny_juliet)
     assert sorted(cwe_names) == ["CWE121", "CWE190", "CWE476"]
     assert [cwe_names[c] for c in cwe.tolist()] == [f"CWE{c}" for c in items.cwes.tolist()]
     flawed, names = colours["vulnerable"]
-    assert names == ["vulnerable", "fixed"]
+    assert names == ["fixed", "vulnerable"] == data.classes  # the colours of the label map
     # task "vulnerable": the labels say the same, read from the names through another path
     assert [names[c] for c in flawed.tolist()] == [data.classes[y] for y in items.labels.tolist()]
     as_cwe = load_code(f"juliet:{tiny_juliet}", task="cwe", juliet_cases=None, variants=1, log=lambda *a: None)

@@ -70,6 +70,6 @@ def colourings(dataset) -> dict:
                                    dtype=torch.int64), names)
     kinds = [label_of_name(i.rsplit(":", 1)[-1]) if ":" in i else None for i in dataset.ids]
     if any(k is not None for k in kinds):
-        names = [VULNERABLE, FIXED]
+        names = [FIXED, VULNERABLE]  # the order (and so the colours) of the vulnerable task's classes
         out["vulnerable"] = (torch.tensor([names.index(k) if k else -1 for k in kinds], dtype=torch.int64), names)
     return out
