@@ -275,6 +275,10 @@ def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
                                     label_fraction=fraction, indices=idx)
             log(f"labels {fraction:.0%} draw {d + 1}/{len(draws)} ({len(idx)}), validation: "
                 + "  ".join(f"{c} {v:.4f}" for c, v in val_scores[-1].items()))
+            if d == 0 and len(draws) > 1:
+                fits = len(choices["supervised_lr_validation"]) + len(choices["finetune_lr_validation"]) + 1
+                left = (time.time() - t) * 3 / fits * (len(draws) - 1)  # later draws train 3 networks, not `fits`
+                log(f"  the other {len(draws) - 1} draws of {fraction:.0%}: about {left / 60:.1f} min more")
         predictors[key] = per_draw
         rows[key] = {"n_labels": len(draws[0]), "draws": len(draws), "choices": choices,
                      "validation": {c: summary([s[c] for s in val_scores])["mean"] for c in val_scores[0]}}
