@@ -44,7 +44,7 @@ def format_table(results: dict) -> str:
     lines = [head, "|" + " --- |" * (len(columns) + 4)]
     for key, row in results["label_fractions"].items():
         baseline = row.get("best_baseline", "supervised")
-        gain = row.get("gain", max(row[c] for c in PRETRAINED_COLUMNS) - row[baseline])
+        gain = row.get("gain", max(row[c] for c in PRETRAINED_COLUMNS if c in row) - row[baseline])
         lines.append(f"| {float(key):.0%} | {row['n_labels']} | {row.get('draws', 1)} | "
                      + " | ".join(cell(row, c) for c in columns) + f" | {gain:+.4f} ({baseline}) |")
     if any("f1" in row for row in results["label_fractions"].values()):

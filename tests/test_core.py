@@ -92,7 +92,8 @@ def test_typed_flags_win_over_quick_and_the_baseline_follows_finetuning():
     assert cfg.finetune.min_steps == 40 and cfg.distill.epochs == 1 and cfg.tsne is False  # untouched: the preset
     assert cfg.pretrain.method_options == {"queue_size": 128}
     plain = pipeline_config(parse(["pipeline"]))
-    assert plain.pretrain.epochs == PretrainConfig.epochs and plain.finetune.lr == 0.03 and plain.supervised.lr == 0.1
+    assert plain.pretrain.epochs == 15 != PretrainConfig.epochs and plain.pretrain.knn.every == 5  # the pipeline's
+    assert plain.finetune.lr == 0.03 and plain.supervised.lr == 0.1 and plain.finetune.min_steps == 100
 
 
 def test_every_default_shown_by_help_comes_from_the_dataclasses(capsys):

@@ -124,12 +124,12 @@ def test_classifier_round_trip_gives_the_packages_predictions(models, digits, fm
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_encoder_round_trip_gives_the_packages_embeddings(models, digits, fmt):
     pre = load_pretrained(models["encoder"])
-    want = package_outputs(pre.encoder, pre.reader, digits)  # (200, 128) embeddings
+    want = package_outputs(pre.encoder, pre.reader, digits)  # (200, 512) embeddings of small_cnn_grid
     got = run_exported(models["encoder"].with_suffix(SUFFIX[fmt]), fmt, raw_inputs(digits))
     diff = (got - want).abs().max().item()
     print(f"encoder {fmt}: max abs difference {diff:.2e} on {len(PICK)} test digits")
     assert got.shape == (len(PICK), pre.feat_dim) and diff <= TOLERANCE
-    assert "-> embeddings (N, 128)" in models["printed"]["encoder", fmt]
+    assert f"-> embeddings (N, {pre.feat_dim})" in models["printed"]["encoder", fmt] and pre.feat_dim == 512
 
 
 def test_onnx_batch_axis_is_dynamic(models):
@@ -143,7 +143,7 @@ def test_onnx_batch_axis_is_dynamic(models):
 def test_safetensors_json_describes_the_classifier(models):
     spec = json.loads(models["classifier"].with_suffix(".safetensors.json").read_text())
     assert spec["kind"] == "classifier" and spec["num_classes"] == 10 and spec["classes"] == [str(c) for c in range(10)]
-    assert spec["record"]["backbone"] == "small_cnn" and spec["record"]["neck"] is not None  # fine-tuned from the head layer
+    assert spec["record"]["backbone"] == "small_cnn_grid" and spec["record"]["neck"] is not None  # fine-tuned from the head layer
     assert len(spec["sha256"]) == 64
 
 
