@@ -120,7 +120,7 @@ def test_cli_pipeline_quick_on_embedded_digits(tmp_path, capsys):
     out = tmp_path / "quick"
     assert main(["pipeline", "--quick", "--fractions", "0.1", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["dataset"] == "mnist" and results["backbone"] == "small_cnn"
+    assert results["dataset"] == "mnist" and results["backbone"] == "small_cnn_grid"
     row = results["label_fractions"]["0.1"]
     assert abs(row["n_labels"] - 90) <= 5  # 10% of each class of the 900 quick images left after validation
     assert all(0.0 <= row[c] <= 1.0 for c in COLUMNS)
@@ -132,7 +132,7 @@ def test_cli_pipeline_quick_on_embedded_digits(tmp_path, capsys):
 
 def test_knn_linear_embed_commands(mnist_checkpoint, tmp_path, capsys):
     assert main(["knn", "--checkpoint", str(mnist_checkpoint)]) == 0
-    assert "kNN top-1 (k=200, T=0.1) on mnist test:" in capsys.readouterr().out
+    assert "kNN top-1 (k=20, T=0.1) on mnist test:" in capsys.readouterr().out
     assert main(["linear", "--checkpoint", str(mnist_checkpoint), "--label-fraction", "0.05"]) == 0
     assert "frozen encoder unchanged" in capsys.readouterr().out
     out = tmp_path / "emb" / "test.npy"
@@ -140,7 +140,7 @@ def test_knn_linear_embed_commands(mnist_checkpoint, tmp_path, capsys):
     import numpy as np
 
     feats, labels = np.load(out), np.load(out.with_suffix(".labels.npy"))
-    assert feats.shape == (1000, 128) and labels.shape == (1000,) and set(labels.tolist()) == set(range(10))
+    assert feats.shape == (1000, 512) and labels.shape == (1000,) and set(labels.tolist()) == set(range(10))
 
 
 def test_finetune_then_distill_commands(mnist_checkpoint, tmp_path, capsys):
@@ -151,7 +151,7 @@ def test_finetune_then_distill_commands(mnist_checkpoint, tmp_path, capsys):
     assert saved["fraction"] == 0.01 and len(saved["indices"]) == 40
     assert main(["distill", "--teacher", str(ft / "classifier.pt"), "--epochs", "1", "--out", str(tmp_path / "st")]) == 0
     printed = capsys.readouterr().out
-    assert "fine-tuned on 40 labels" in printed and "distilled small_cnn teacher into small_cnn" in printed
+    assert "fine-tuned on 40 labels" in printed and "distilled small_cnn_grid teacher into small_cnn_grid" in printed
     assert (tmp_path / "st" / "classifier.pt").exists()
 
 
@@ -185,9 +185,9 @@ def test_supervised_command_trains_the_default_backbone_and_saves_it(tmp_path, c
     out = tmp_path / "sup"
     assert main(["supervised", "--label-fraction", "0.01", "--epochs", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "supervised small_cnn from random init on 40 labels" in printed
+    assert "supervised small_cnn_grid from random init on 40 labels" in printed
     from contrastive.evaluate.classifier import load_classifier
 
     model, meta = load_classifier(out / "classifier.pt")
-    assert meta["backbone"] == "small_cnn" and len(meta["indices"]) == 40
+    assert meta["backbone"] == "small_cnn_grid" and len(meta["indices"]) == 40
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

@@ -124,11 +124,11 @@ def test_cli_pretrain_end_to_end_on_embedded_digits(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert f"run folder: {out}" in printed
-    assert "kNN top-1 (k=200): random-init encoder" in printed
+    assert "kNN top-1 (k=20): random-init encoder" in printed
     ckpt = load_checkpoint(out / "checkpoint-epoch0001.pt")
     assert ckpt["data"] == {"name": "mnist", "num_classes": 10, "classes": [str(i) for i in range(10)]}
-    assert ckpt["encoder"] == {"modality": "image", "backbone": "small_cnn", "feat_dim": 128, "neck": {
-        "prefix": "projector.", "keep": 1, "mlp": {"in_dim": 128, "hidden_dim": 128, "out_dim": 128, "num_layers": 3,
+    assert ckpt["encoder"] == {"modality": "image", "backbone": "small_cnn_grid", "feat_dim": 512, "neck": {
+        "prefix": "projector.", "keep": 1, "mlp": {"in_dim": 512, "hidden_dim": 512, "out_dim": 128, "num_layers": 3,
                                                    "batch_norm": True, "last_bn": True}},
         "inputs": {"channels": 1, "image_size": 28, "cifar_stem": True}}
 
@@ -152,9 +152,9 @@ def test_cli_user_errors_are_one_line(argv, message, capsys, tmp_path):
 
 def test_cli_unknown_method_is_rejected(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["pretrain", "--method", "swav"])
+        main(["pretrain", "--method", "deepcluster"])
     assert exc.value.code == 2
-    assert "invalid choice: 'swav'" in capsys.readouterr().err
+    assert "invalid choice: 'deepcluster'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("augment", ["batch", "per-image"])
