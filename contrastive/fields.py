@@ -21,6 +21,8 @@ import types
 import typing
 from dataclasses import MISSING
 
+from contrastive.errors import ContrastiveError
+
 
 def opt(default=MISSING, help: str = "", *, default_factory=MISSING, choices=None, flag: str | None = None,
         cli: bool = True, short: str | None = None) -> dataclasses.Field:
@@ -207,3 +209,13 @@ def given_shared(namespace, owners: dict[str, type]) -> dict:
     """The fields added by add_shared_fields that the user typed, name -> value."""
     names = {f.name for cls in owners.values() for f in dataclasses.fields(cls)}
     return {n: getattr(namespace, n) for n in sorted(names) if hasattr(namespace, n)}
+
+
+def options_from(cls, given: dict, owner: str):
+    """`cls(**given)`, with a one-line error naming every key that is not a field of `cls` (a data
+    modality's options: "--foo is not an option of image data")."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ContrastiveError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} is not an option of {owner}")
+    return cls(**given)

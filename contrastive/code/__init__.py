@@ -17,7 +17,7 @@ import torch
 from contrastive.batches import Views
 from contrastive.code.baselines import BASELINES
 from contrastive.errors import ContrastiveError
-from contrastive.fields import opt
+from contrastive.fields import opt, options_from
 
 TASK_CHOICES = ("vulnerable", "cwe")
 # 600 of Juliet's 64,099 test cases, drawn with a fixed seed: 1,171 training and 324 test functions
@@ -194,12 +194,7 @@ class CodeModality:
 
 
 def _options(given: dict) -> Options:
-    known = {f.name for f in dataclasses.fields(Options)}
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise ContrastiveError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} is not an option of "
-                               f"source-code data")
-    o = Options(**given)
+    o = options_from(Options, given, "source-code data")
     if o.task not in TASK_CHOICES:
         raise ContrastiveError(f"unknown task '{o.task}'; choose one of: {', '.join(TASK_CHOICES)}")
     return o

@@ -13,9 +13,11 @@ import torch
 
 from contrastive.batches import Views
 from contrastive.errors import ContrastiveError
-from contrastive.fields import opt
+from contrastive.fields import opt, options_from
 
 AUGMENT_MODES = ("auto", "batch", "per-image")
+# The view styles of augment.view_style (augment is imported lazily: it pulls in torchvision).
+VIEW_STYLES = ("auto", "paper", "handwriting")
 SMALL = 64  # images of at most this side are "small": CIFAR stem, CIFAR colour strength (SimCLR appendix B.9)
 
 
@@ -28,8 +30,7 @@ class Options:
                                              "less (SimCLR CIFAR-10), else 1.0")
     views: str = opt("auto", "view style: paper (each method's published recipe, fitted to the image size), "
                              "handwriting (affine + elastic warps, mild crops: for digits and glyphs), or auto "
-                             "(handwriting for one-channel images of 32 px or less)", choices=("auto", "paper",
-                                                                                              "handwriting"))
+                             "(handwriting for one-channel images of 32 px or less)", choices=VIEW_STYLES)
     augment: str = opt("auto", "auto: augment whole batches as tensors (on the GPU when there is one) when the "
                                "images fit in memory, else per image with torchvision v2; the distributions are "
                                "the same", choices=AUGMENT_MODES)
@@ -73,16 +74,11 @@ class ImageModality:
     @staticmethod
     def resolve(given: dict, data) -> dict:
         """Options for `data` with every None default filled; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(Options)}
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise ContrastiveError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} is not an option of "
-                                   f"image data")
-        o = Options(**given)
+        o = options_from(Options, given, "image data")
         if o.augment not in AUGMENT_MODES:
             raise ContrastiveError(f"unknown augment '{o.augment}'; choose one of: {', '.join(AUGMENT_MODES)}")
-        if o.views not in ("auto", "paper", "handwriting"):
-            raise ContrastiveError(f"unknown views '{o.views}'; choose one of: auto, paper, handwriting")
+        if o.views not in VIEW_STYLES:
+            raise ContrastiveError(f"unknown views '{o.views}'; choose one of: {', '.join(VIEW_STYLES)}")
         size = o.image_size or data.image_size
         return dataclasses.asdict(dataclasses.replace(
             o, image_size=size,
