@@ -32,6 +32,15 @@ class Views:
     place: Callable[[torch.Tensor], torch.Tensor] = _same  # last touch on the device (e.g. a memory layout)
 
 
+def paired(first: Views, second: Views) -> Views:
+    """One item's views from `first` followed by its views from `second` (e.g. a distillation student's
+    augmented view and its teacher's clean one); batched only where both are."""
+    batched = None
+    if first.batched is not None and second.batched is not None:
+        batched = lambda raw, g: first.batched(raw, g) + second.batched(raw, g)  # noqa: E731
+    return Views(lambda item: first.per_item(item) + second.per_item(item), batched, first.place)
+
+
 class Transformed(Dataset):
     """Applies `transform` to each item of `base`: returns (transform(item), label).
 

@@ -19,7 +19,7 @@ A modality (images today; token sequences of source code next) is an object with
     build_encoder(backbone, inputs) -> (module, feature width)
     check_inputs(inputs, data, path)  refuses data the encoder cannot read (one-line error)
     pretrain_views(recipe, dataset, inputs, options) -> Views   # recipe: the method's VIEWS name
-    classifier_views(dataset, inputs, augment) -> Views
+    classifier_views(dataset, inputs, augment) -> Views   # augment: False, True (light) or "strong"
     eval_views(dataset, inputs) -> Views
     prepare_model(model, options) -> model     # e.g. a memory layout
     read_item(path, inputs)       a query file as a raw item (contrastive similar)
@@ -105,7 +105,7 @@ class Reader:
     def eval_views(self, dataset) -> Views:
         return self.handler.eval_views(dataset, self.inputs)
 
-    def classifier_views(self, dataset, augment: bool) -> Views:
+    def classifier_views(self, dataset, augment: bool | str) -> Views:
         return self.handler.classifier_views(dataset, self.inputs, augment)
 
     def build_encoder(self, backbone: str):

@@ -307,6 +307,54 @@ def test_distillation_with_alpha_zero_never_reads_labels(tiny_data, teacher):
         distill(teacher, copy.deepcopy(start), train, None, READER, budget=budget, alpha=0.5)
 
 
+def test_distill_views_give_the_teacher_the_clean_item_and_the_student_a_strong_view(tiny_data):
+    from contrastive.batches import batches
+    from contrastive.evaluate.distill import distill_views
+    from contrastive.image.augment import strong_recipe
+
+    train = tiny_data.train
+    order = torch.arange(8)
+
+    def first_batch(views):
+        return next(iter(batches(train, views, order, 8, torch.device("cpu"), epoch_seed=0)))[0]
+
+    clean = first_batch(READER.eval_views(train))[0]
+    same = first_batch(distill_views(READER, train, "light", "same"))
+    assert len(same) == 1 and not torch.equal(same[0], clean)  # SimCLRv2: one augmented batch for both
+    noisy = first_batch(distill_views(READER, train, "strong", "clean"))
+    assert len(noisy) == 2 and torch.equal(noisy[1], clean) and not torch.equal(noisy[0], clean)
+    assert first_batch(distill_views(READER, train, "light", "same", augment=False))[0].equal(clean)
+    assert strong_recipe(SIZE, CHANNELS).warp is not None  # small digits: handwriting's warp
+    with pytest.raises(ContrastiveError, match="teacher one of"):
+        distill_views(READER, train, "light", "blurry")
+
+
+def test_fit_classifier_trains_on_the_first_view_and_hands_the_loss_the_last(tiny_data):
+    from contrastive.batches import Views
+
+    train = tiny_data.train.subset(range(16))
+    flat = lambda x: (x.float() / 255).unsqueeze(0) if x.dim() == 2 else x.float() / 255  # noqa: E731
+    views = Views(lambda item: [flat(item), -flat(item)], lambda raw, g: [flat(raw), -flat(raw)])
+    seen = []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            seen.append(("model", x.sum().item()))
+            return x.flatten(1)[:, :4] * self.w
+
+    def loss_fn(logits, labels, inputs):
+        seen.append(("loss", inputs.sum().item()))
+        return (logits.sum() - inputs.sum()) ** 2
+
+    fit_classifier(Recorder(), train, None, READER, loss_fn=loss_fn, views=views, epochs=1, batch_size=16, lr=0.0)
+    (_, model_sum), (_, loss_sum) = seen[0], seen[1]
+    assert model_sum > 0 and loss_sum == pytest.approx(-model_sum)
+
+
 def test_evaluate_accuracy_restores_the_mode(tiny_data):
     model = tiny_classifier()
     model.train()

@@ -118,7 +118,10 @@ class CodeModality:
         return Views(lambda item: one_item(two, item), lambda items, g: trimmed(two(items, g)))
 
     @staticmethod
-    def classifier_views(dataset, inputs: dict, augment: bool) -> Views:
+    def classifier_views(dataset, inputs: dict, augment: bool | str) -> Views:
+        """The light token view (step 1 and a 5% mask; "strong" gets it too: the generic crops and span
+        deletions erase the few tokens that make a function vulnerable, see views.py) or the function
+        untouched."""
         from contrastive.code.views import LIGHT, one_item, token_view, trimmed
 
         if not augment:

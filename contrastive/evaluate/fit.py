@@ -75,7 +75,7 @@ def pass_seed(seed: int, epoch: int) -> int:
 def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epochs: int, batch_size: int = 256,
                    lr: float, weight_decay: float = 5e-4, device: torch.device | str = "cpu", seed: int = 0,
                    min_steps: int = 0, augment: bool = True, num_workers: int = 0, precision: str = "fp32",
-                   log=None) -> float | None:
+                   views=None, log=None) -> float | None:
     """Train `model` on `train`; return its test accuracy (None without a test set).
 
     SGD with momentum 0.9 and a cosine schedule from `lr` to 0 (no warm-up), weight decay
@@ -83,7 +83,10 @@ def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epoch
     the data as often as needed. The batches of an epoch are made nearly equal in size
     (4,000 items at batch_size 256: 16 batches of 250), so no batch is a lone item that
     BatchNorm cannot normalise. `loss_fn(logits, labels, inputs) -> loss` defaults to
-    cross-entropy; `inputs` is the augmented batch on the device. The order of items and
+    cross-entropy; `inputs` is the augmented batch on the device. `views` (contrastive.batches.Views)
+    replaces the modality's classifier views (`augment`): the model trains on the first view of each
+    item and `loss_fn` gets the last (with one view, the same tensor; distillation passes a second
+    view, the one its teacher reads). The order of items and
     the augmentations derive from `seed`; the caller's random state is left as it was.
     `reader` (contrastive.modality.Reader) says how the model reads the items. The model is
     left on `device`, in eval mode.
@@ -99,7 +102,7 @@ def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epoch
     model.to(device)
     optimizer = build_optimizer("sgd", model, lr, weight_decay, momentum=0.9)
     scheduler = build_scheduler(optimizer, total_steps, warmup_steps=0)
-    views = reader.classifier_views(train, augment)
+    views = views or reader.classifier_views(train, augment)
     use_bf16 = precision == "bf16"
     step, passes = 0, 0
     with torch.random.fork_rng(devices=[]):  # per-item transforms draw from the global cpu stream
@@ -108,10 +111,10 @@ def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epoch
         while step < total_steps:
             running, seen = 0.0, 0
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(pass_seed(seed, passes)))
-            for (inputs,), labels in batches(train, views, order, batch_size, device,
-                                             epoch_seed=pass_seed(seed, passes), num_workers=num_workers):
+            for inputs, labels in batches(train, views, order, batch_size, device,
+                                          epoch_seed=pass_seed(seed, passes), num_workers=num_workers):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = loss_fn(model(inputs), labels, inputs)
+                    loss = loss_fn(model(inputs[0]), labels, inputs[-1])
                 if not torch.isfinite(loss):
                     raise ContrastiveError(f"classifier loss became {loss.item()} at step {step}; lower the lr")
                 optimizer.zero_grad(set_to_none=True)
@@ -119,8 +122,8 @@ def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epoch
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                running += loss.item() * len(inputs)
-                seen += len(inputs)
+                running += loss.item() * len(labels)
+                seen += len(labels)
                 if step >= total_steps:
                     break
             passes += 1

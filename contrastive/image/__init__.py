@@ -131,16 +131,16 @@ class ImageModality:
         return Views(per_item, lambda images, g: [aug(images, g) for aug in augs], place)
 
     @staticmethod
-    def classifier_views(dataset, inputs: dict, augment: bool) -> Views:
-        """Crop and flip (SimCLRv2 sec. 3 fine-tunes with only these) or none; batched when the images
-        are in memory at the training size."""
-        from contrastive.image.augment import MultiView, classifier_recipe
+    def classifier_views(dataset, inputs: dict, augment: bool | str) -> Views:
+        """Crop and flip (SimCLRv2 sec. 3 fine-tunes with only these), "strong" (a pretraining view, see
+        strong_recipe) or none; batched when the images are in memory at the training size."""
+        from contrastive.image.augment import MultiView, classifier_recipe, strong_recipe
         from contrastive.image.batch_augment import BatchAugment
 
         size, channels = inputs["image_size"], inputs["channels"]
         if not augment:
             return ImageModality.eval_views(dataset, inputs)
-        recipe = classifier_recipe(size, channels)
+        recipe = (strong_recipe if augment == "strong" else classifier_recipe)(size, channels)
         batched = None
         if dataset.in_memory and tuple(dataset.images.shape[-2:]) == (size, size):
             aug = BatchAugment(recipe)

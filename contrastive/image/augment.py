@@ -290,6 +290,13 @@ def classifier_recipe(size: int, channels: int) -> ViewRecipe:
                       jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0)
 
 
+def strong_recipe(size: int, channels: int) -> ViewRecipe:
+    """A noisy student's view (Xie et al. 2020, arXiv:1911.04252: the student learns from strongly augmented
+    items, the teacher labels clean ones): SimCLR's first pretraining view fitted to the images, in the
+    style `auto` picks (handwriting's warp for small digits)."""
+    return styled_recipes("simclr", size, channels)[0]
+
+
 def plain_recipe(size: int, channels: int) -> ViewRecipe:
     """No augmentation: the whole image (aspect within 3/4..4/3) resized to size x size, normalised.
     On a square image of that size it is the identity before normalisation."""
