@@ -12,12 +12,15 @@ benchmarks/results/semi_ablation.jsonl. The test split is never read.
         --variant noisy:student_views=strong,teacher_views=clean
 
 A variant is NAME:key=value,... over distill()'s keywords (student_views, teacher_views,
-temperature, alpha) and the budget's (epochs, lr; lr default: the fine-tuning lr).
+temperature, alpha), the budget's (epochs, lr; lr default: the fine-tuning lr) and teacher
+(finetune, the default, or finetune+spreading, the pipeline's --distill-teacher) and init (pretrained,
+the default, or finetuned: the student starts as a copy of the fine-tuned network).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import time
@@ -28,14 +31,17 @@ import torch
 from contrastive.checkpoint import list_checkpoints
 from contrastive.evaluate.classifier import classifier_from
 from contrastive.evaluate.distill import distill
+from contrastive.evaluate.features import extract_features
 from contrastive.evaluate.finetune import finetune
 from contrastive.evaluate.fit import DISTILL, FINETUNE, evaluate_accuracy
 from contrastive.evaluate.pretrained import load_pretrained
+from contrastive.evaluate.teachers import AveragedTeacher, spreading_teacher
 from contrastive.modality import load_data
 from contrastive.protocol import label_draws, summary, validation_split
 
 RESULTS = Path(__file__).parent / "results" / "semi_ablation.jsonl"
-BUDGET_KEYS = ("epochs", "lr", "min_steps")
+BUDGET_KEYS = ("epochs", "lr", "min_steps", "batch_size")
+PIPELINE_KEYS = ("teacher", "init")
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -71,7 +77,8 @@ def main(argv=None):
     train, val = data.train.subset(train_idx), data.train.subset(val_idx)
     reader = pretrained.reader
     variants = [parse_variant(v) for v in args.variant]
-    scores: dict[str, list[float]] = {"finetune": []}
+    scores: dict[str, list[float]] = {"finetune": [], "finetune+spreading": []}
+    train_x = extract_features(pretrained.encoder, train, reader)[0]
     t = time.time()
     ft_budget = dataclasses.replace(FINETUNE, lr=args.finetune_lr, min_steps=args.finetune_min_steps,
                                     augment=True if args.finetune_views == "light" else "strong")
@@ -80,13 +87,18 @@ def main(argv=None):
         teacher, _ = finetune(pretrained, train.subset(idx), None, data.num_classes, budget=ft_budget, seed=seed)
         scores["finetune"].append(evaluate_accuracy(teacher, val, reader))
         mask = torch.zeros(len(train), dtype=torch.bool).index_fill_(0, idx, True)
+        averaged = AveragedTeacher(teacher, spreading_teacher(pretrained.encoder, train_x, idx, train.labels[idx],
+                                                              data.num_classes, seed)).eval()
+        scores["finetune+spreading"].append(evaluate_accuracy(averaged, val, reader))
         for name, kw in variants:
-            budget = dataclasses.replace(DISTILL, epochs=5, lr=args.finetune_lr,
-                                         **{k: kw[k] for k in BUDGET_KEYS if k in kw})
-            options = {k: v for k, v in kw.items() if k not in BUDGET_KEYS}
+            budget = dataclasses.replace(DISTILL, **{"epochs": 5, "lr": args.finetune_lr,
+                                                     **{k: kw[k] for k in BUDGET_KEYS if k in kw}})
+            options = {k: v for k, v in kw.items() if k not in BUDGET_KEYS + PIPELINE_KEYS}
             options.setdefault("alpha", 0.5)
-            student = classifier_from(pretrained, data.num_classes, seed=seed + 1)
-            distill(teacher, student, train, None, reader, labeled_mask=mask, budget=budget, seed=seed, **options)
+            student = (copy.deepcopy(teacher) if kw.get("init") == "finetuned"
+                       else classifier_from(pretrained, data.num_classes, seed=seed + 1))
+            labeller = averaged if kw.get("teacher") == "finetune+spreading" else teacher
+            distill(labeller, student, train, None, reader, labeled_mask=mask, budget=budget, seed=seed, **options)
             scores.setdefault(name, []).append(evaluate_accuracy(student, val, reader))
         print(f"draw {d}: " + "  ".join(f"{k} {v[-1]:.4f}" for k, v in scores.items()), flush=True)
     row = {"name": args.name, "run": args.run, "fraction": args.fraction, "finetune_lr": args.finetune_lr,

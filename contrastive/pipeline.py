@@ -16,6 +16,7 @@ draw are kept in OUT/classifiers/ for `contrastive predict` and `contrastive exp
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -33,13 +34,14 @@ from contrastive.device import pick_device
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.baselines import label_spreading_probabilities
 from contrastive.evaluate.classifier import classifier_from, random_classifier, save_classifier
-from contrastive.evaluate.distill import distill
+from contrastive.evaluate.distill import STUDENT_VIEWS, TEACHER_VIEWS, distill
 from contrastive.evaluate.features import extract_features
 from contrastive.evaluate.finetune import finetune, supervised_baseline
 from contrastive.evaluate.fit import DISTILL, FINETUNE, SUPERVISED, Budget
 from contrastive.evaluate.knn import knn_accuracy
 from contrastive.evaluate.pretrained import check_compatible, load_pretrained
 from contrastive.evaluate.probe import fit_linear_probe
+from contrastive.evaluate.teachers import AveragedTeacher, spreading_teacher
 from contrastive.fields import opt
 from contrastive.modality import load_data, modality_of
 from contrastive.protocol import best_on_validation, label_draws, summary, validation_split
@@ -49,6 +51,7 @@ from contrastive.subsets import limit_items
 from contrastive.train import pretrain
 
 Predictor = Callable[[object], np.ndarray]  # items -> class probabilities (N, C)
+DISTILL_TEACHERS = ("finetune", "finetune+spreading")
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,18 @@ class PipelineConfig:
     distill_temperature: float = opt(1.0, "softmax temperature of SimCLRv2's distillation loss (eq. 2)")
     distill_alpha: float = opt(0.5, "weight of the labelled cross-entropy in distillation (SimCLRv2 eq. 3; 0: the "
                                     "teacher's predictions alone)")
-    distill_init: str = opt("pretrained", "the student's start: pretrained (the pretrained encoder, a new linear "
-                                          "layer) or random", choices=("pretrained", "random"))
+    distill_teacher: str = opt("finetune+spreading", "what labels the unlabelled items: finetune (SimCLRv2: the "
+                               "fine-tuned network) or finetune+spreading (its average with label spreading on the "
+                               "pretrained features, contrastive.evaluate.teachers)",
+                               choices=DISTILL_TEACHERS)
+    distill_student_views: str = opt("light", "what the student reads: light (the classifier views) or strong "
+                                              "(a pretraining view; Noisy Student)", choices=STUDENT_VIEWS)
+    distill_teacher_views: str = opt("same", "what the teacher reads: same (the student's view; SimCLRv2) or "
+                                             "clean (the untouched item; Noisy Student, FixMatch)",
+                                     choices=TEACHER_VIEWS)
+    distill_init: str = opt("finetuned", "the student's start: finetuned (a copy of the fine-tuned network), "
+                                         "pretrained (the pretrained encoder, a new linear layer) or random",
+                            choices=("finetuned", "pretrained", "random"))
     test_limit: int | None = opt(None, "score on N test items only, a fixed random draw (CPU-sized runs on large data)")
     tsne: bool = opt(True, "draw a t-SNE (and a UMAP, with the umap extra) of the test embeddings in the report")
     out: str | None = opt(None, "output folder; default runs/pipeline-<method>-<date-time>")
@@ -259,10 +272,15 @@ def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
                 features(train)[idx], train.labels[idx], features(train), features(items), n_classes, seed))
             models["finetune"] = network_predictor(teacher, reader, device)
             student, budget = student_for(cfg, pretrained, reader, student_name, n_classes, seed,
-                                          choices["finetune_lr"])
+                                          choices["finetune_lr"], teacher)
             mask = torch.zeros(len(train), dtype=torch.bool).index_fill_(0, idx, True)
-            distill(teacher, student, train, None, reader, temperature=cfg.distill_temperature, alpha=cfg.distill_alpha,
-                    labeled_mask=mask, budget=budget, seed=seed, **common)
+            labeller = teacher
+            if cfg.distill_teacher == "finetune+spreading":
+                labeller = AveragedTeacher(teacher, spreading_teacher(
+                    pretrained.encoder, features(train), idx, train.labels[idx], n_classes, seed)).eval()
+            distill(labeller, student, train, None, reader, temperature=cfg.distill_temperature,
+                    alpha=cfg.distill_alpha, labeled_mask=mask, budget=budget, seed=seed,
+                    student_views=cfg.distill_student_views, teacher_views=cfg.distill_teacher_views, **common)
             models["distill"] = network_predictor(student, reader, device)
             for name, baseline in modality.baselines.items():
                 models[name] = (lambda items, baseline=baseline, labeled=labeled, seed=seed:
@@ -327,13 +345,18 @@ def validation_scores(models: dict[str, Predictor], val, log) -> dict[str, float
 
 
 def student_for(cfg: PipelineConfig, pretrained, reader, student_name: str, n_classes: int, seed: int,
-                finetune_lr: float):
-    """(the distillation student, its budget). With cfg.distill_init = pretrained and the same network,
+                finetune_lr: float, finetuned=None):
+    """(the distillation student, its budget). With cfg.distill_init = finetuned and the same network, the
+    student is a copy of the fine-tuned network `finetuned` and trains at fine-tuning's learning rate: it
+    starts where the teacher is. With pretrained and the same network,
     the student starts from the pretrained encoder (a new linear layer) and trains at the learning rate
     fine-tuning chose on validation: the distill budget's lr (0.1, for random init) wrecked the pretrained
     features on the digits (validation 0.79 against its 0.92 teacher). Else a random network of
     `student_name` at the distill budget's lr."""
-    if cfg.distill_init == "pretrained" and student_name == pretrained.record["backbone"]:
+    same = student_name == pretrained.record["backbone"]
+    if cfg.distill_init == "finetuned" and same and finetuned is not None:
+        return copy.deepcopy(finetuned), dataclasses.replace(cfg.distill, lr=finetune_lr)
+    if cfg.distill_init in ("finetuned", "pretrained") and same:
         student = classifier_from(pretrained, n_classes, from_head_layer=True, seed=seed + 1)
         return student, dataclasses.replace(cfg.distill, lr=finetune_lr)
     return random_classifier(reader, student_name, n_classes, seed=seed + 1), cfg.distill

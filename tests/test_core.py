@@ -80,6 +80,25 @@ def test_the_resolved_config_is_frozen_and_is_what_the_run_saved(tmp_path, tiny_
     assert PretrainConfig.from_dict(saved) == result.config
 
 
+def test_the_default_batch_gives_small_data_enough_steps_an_epoch():
+    from contrastive.config import MIN_STEPS_PER_EPOCH, default_batch_size
+
+    assert default_batch_size(50_000) == 256  # CIFAR-10: 195 steps an epoch, the recipes' batch
+    assert default_batch_size(3_600) == 64  # the digits' training split: 56 steps, not 14
+    assert default_batch_size(10) == 32  # never below 32 (BatchNorm and the in-batch negatives need some)
+    for n in (3_600, 7_000, 12_000):  # the largest batch up to 256 with MIN_STEPS_PER_EPOCH steps
+        batch = default_batch_size(n)
+        assert n // batch >= MIN_STEPS_PER_EPOCH and (batch == 256 or n // (2 * batch) < MIN_STEPS_PER_EPOCH)
+    assert default_batch_size(3_600, world_size=3) % 3 == 0
+
+
+def test_the_batch_resolves_from_the_data_unless_given(tiny_data):
+    limited = PretrainConfig(train_limit=40)
+    assert PretrainConfig().resolve(tiny_data).batch_size == 32  # 64 training squares
+    assert PretrainConfig(batch_size=16).resolve(tiny_data).batch_size == 16
+    assert limited.resolve(tiny_data).lr_scaled == pytest.approx(limited.resolve(tiny_data).lr * 32 / 256)
+
+
 def parse(argv):
     return build_parser().parse_args(argv)
 

@@ -75,3 +75,26 @@ def test_label_spreading_follows_the_unlabelled_items_where_knn_on_the_labels_ca
     spread = label_spreading_probabilities(labeled, labels, pool, query, 3, neighbours=5)
     assert spread.shape == (1, 3) and spread[0].argmax() == 0
     assert spread[0, 2] == 0  # a class no labelled item has gets nothing
+
+
+def test_the_spreading_teacher_labels_any_input_by_its_neighbours_spread_labels():
+    from contrastive.evaluate.teachers import AveragedTeacher, spreading_teacher
+
+    def at(degrees):
+        a = np.deg2rad(np.asarray(degrees, dtype=np.float64))
+        return torch.tensor(np.stack([np.cos(a), np.sin(a)], 1), dtype=torch.float32)
+
+    # The chain of the label-spreading test, as a training set whose items 0 and 10 are labelled.
+    train = torch.cat([at([0]), at(list(range(3, 31, 3))), at([60]), at(list(range(63, 91, 3)))])
+    idx = torch.tensor([0, 11])
+    teacher = spreading_teacher(torch.nn.Identity(), train, idx, torch.tensor([0, 1]), 3)
+    assert not teacher.training
+    log_p = teacher(at([33, 0, 88]))
+    assert torch.isfinite(log_p).all() and log_p.argmax(1).tolist() == [0, 0, 1]  # 33 degrees: class 0's chain
+    assert torch.allclose(log_p.exp().sum(1), torch.ones(3), atol=1e-4)
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.nn.Linear(2, 3), torch.nn.Linear(2, 3)
+    x = torch.randn(5, 2, generator=g)
+    mean = (torch.softmax(a(x), 1) + torch.softmax(b(x), 1)) / 2
+    assert torch.allclose(AveragedTeacher(a, b)(x), mean.log(), atol=1e-6)
