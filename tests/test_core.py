@@ -12,7 +12,7 @@ import torch
 from conftest import make_splits, tiny_config
 from contrastive.cli import build_parser, main
 from contrastive.commands import pipeline_config
-from contrastive.config import PretrainConfig
+from contrastive.config import KnnConfig, PretrainConfig
 from contrastive.evaluate.features import extract_features
 from contrastive.image.augment import eval_transform
 from contrastive.modality import Reader
@@ -111,7 +111,7 @@ def test_typed_flags_win_over_quick_and_the_baseline_follows_finetuning():
     assert cfg.finetune.min_steps == 40 and cfg.distill.epochs == 1 and cfg.tsne is False  # untouched: the preset
     assert cfg.pretrain.method_options == {"queue_size": 128}
     plain = pipeline_config(parse(["pipeline"]))
-    assert plain.pretrain.epochs == 15 != PretrainConfig.epochs and plain.pretrain.knn.every == 5  # the pipeline's
+    assert plain.pretrain.epochs == 30 and plain.pretrain.knn.every == 5 != KnnConfig().every  # the pipeline's
     assert plain.finetune.lr == 0.03 and plain.supervised.lr == 0.1 and plain.finetune.min_steps == 100
 
 

@@ -138,7 +138,7 @@ def test_cli_pretrain_end_to_end_on_embedded_digits(tmp_path, capsys):
     (["pretrain", "--backbone", "vgg99", "--max-steps", "1"], "unknown backbone 'vgg99'"),
     (["pretrain", "--epochs", "0"], "--epochs must be at least 1"),
     (["pretrain", "--method", "moco", "--bn-splits", "3"], "--bn-splits 3 must be at least 1 and divide"),
-    (["pretrain", "--train-limit", "100"], "100 images, fewer than --batch-size 256; lower --batch-size"),
+    (["pretrain", "--train-limit", "100", "--batch-size", "256"], "100 images, fewer than --batch-size 256; lower --batch-size"),
     (["pretrain", "--data", "folder:EMPTY"], "EMPTY"),
 ])
 def test_cli_user_errors_are_one_line(argv, message, capsys, tmp_path):
