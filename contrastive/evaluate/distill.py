@@ -68,8 +68,8 @@ def distill(teacher: nn.Module, student: nn.Module, unlabeled, test, reader, *, 
     alpha, labeled_mask: an optional label term, see distillation_objective. labeled_mask
     (bool (N,) or indices) says which items of `unlabeled` may have their label read.
     student_views, teacher_views: what each reads (see distill_views; the budget's `augment` says
-    whether a "light" student's items are augmented). `reader` says how both networks read the items. The teacher is moved to `device`, runs
-    in eval mode, and gets its mode back at the end.
+    whether a "light" student's items are augmented). `reader` says how both networks read the
+    items. The teacher is moved to `device`, runs in eval mode, and gets its mode back at the end.
     """
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -81,8 +81,7 @@ def distill(teacher: nn.Module, student: nn.Module, unlabeled, test, reader, *, 
     try:
         accuracy = fit_classifier(student, items, test, reader, loss_fn=distillation_objective(teacher, temperature, alpha),
                                   views=distill_views(reader, items, student_views, teacher_views, budget.augment),
-                                  device=device,
-                                  seed=seed, log=log, **budget.kwargs())
+                                  device=device, seed=seed, log=log, **budget.kwargs())
     finally:
         teacher.train(was_training)
     return student, accuracy
