@@ -79,6 +79,9 @@ def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_
         best = max(row[c] for c in ("linear", "encoder_spreading", "finetune", "distill"))
         assert row["gain"] == pytest.approx(best - max(row[c] for c in ("supervised", "pixel_knn", "label_spreading")))
         assert row["choices"]["supervised_lr"] == 0.1 and row["choices"]["finetune_lr"] == 0.03
+        teachers = row["choices"]["distill_teacher_validation"]  # auto: the better teacher on validation
+        assert set(teachers) == {"finetune", "finetune+spreading"}
+        assert row["choices"]["distill_teacher"] == max(teachers, key=teachers.get)
     assert on_disk["label_fractions"]["0.25"]["draws"] == 2 and on_disk["label_fractions"]["1.0"]["draws"] == 1
     assert len(on_disk["label_fractions"]["0.25"]["values"]["finetune"]) == 2
     assert on_disk["label_fractions"]["1.0"]["n_labels"] == 48
