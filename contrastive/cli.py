@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=FORMAT)
     p.add_argument("--teacher", required=True, help="a classifier written by `contrastive finetune --out`")
     p.add_argument("--student", default=None, help="student backbone (default: the teacher's: self-distillation)")
-    p.add_argument("--temperature", type=float, default=PipelineConfig.distill_temperature,
-                   help="softmax temperature of SimCLRv2's eq. 2")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="softmax temperature of SimCLRv2's eq. 2 (the pipeline chooses it on validation)")
     p.add_argument("--alpha", type=float, default=0.0,
                    help="weight of cross-entropy on the teacher's labelled subset (0: labels unused, SimCLRv2 default)")
     p.add_argument("--out", default=None, help="folder for the student classifier")

@@ -208,7 +208,8 @@ def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, re
         "",
         "Choices made on validation: " + "; ".join(
             f"{float(k):.0%}: supervised lr {row['choices'].get('supervised_lr')}, finetune lr "
-            f"{row['choices'].get('finetune_lr')}, distillation teacher {row['choices'].get('distill_teacher')}"
+            f"{row['choices'].get('finetune_lr')}, distillation teacher {row['choices'].get('distill_teacher')} "
+            f"at T {row['choices'].get('distill_temperature')}"
             for k, row in results["label_fractions"].items() if "choices" in row),
         "",
         "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),

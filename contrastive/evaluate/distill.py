@@ -40,19 +40,12 @@ def distillation_objective(teacher: nn.Module, temperature: float = 1.0, alpha: 
     + (1 - alpha) * distillation on all of them. The paper's eq. 3 writes the same mix with
     its alpha on the distillation term: its alpha is 1 - alpha here. With alpha = 0 the
     labels are never looked at.
-
-    Below T = 1 the distillation term is multiplied by T. Its gradient on the student's logits is
-    (P_S(T) - P_T(T)) / T: at T = 0.1 ten times a cross-entropy's, which turned a CIFAR-10 student at
-    fine-tuning's lr of 0.09 into a constant (10% labels: validation 0.105 against its 0.574
-    teacher). Times T, the step is a cross-entropy's at any sharpening (Hinton et al. 2015 scale by
-    T^2 above 1 for the same reason; at T >= 1 the loss here is SimCLRv2's eq. 2 as written).
     """
-    scale = min(temperature, 1.0)
 
     def loss_fn(student_logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             teacher_logits = teacher(inputs)  # (B, C)
-        loss = scale * distillation_loss(student_logits, teacher_logits, temperature)
+        loss = distillation_loss(student_logits, teacher_logits, temperature)
         if alpha == 0:
             return loss
         labelled = labels >= 0  # (B,)
