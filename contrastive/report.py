@@ -209,7 +209,7 @@ def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, re
         "Choices made on validation: " + "; ".join(
             f"{float(k):.0%}: supervised lr {row['choices'].get('supervised_lr')}, finetune lr "
             f"{row['choices'].get('finetune_lr')}, distillation teacher {row['choices'].get('distill_teacher')} "
-            f"at T {row['choices'].get('distill_temperature')}"
+            f"at T {row['choices'].get('distill_temperature')}, lr x{row['choices'].get('distill_lr_factor')}"
             for k, row in results["label_fractions"].items() if "choices" in row),
         "",
         "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),

@@ -82,9 +82,9 @@ def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_
         teachers = row["choices"]["distill_teacher_validation"]  # auto: the better teacher on validation
         assert set(teachers) == {"finetune", "finetune+spreading"}
         assert row["choices"]["distill_teacher"] == max(teachers, key=teachers.get)
-        temperatures = row["choices"]["distill_temperature_validation"]
-        assert row["choices"]["distill_temperature"] == max((float(t) for t in temperatures),
-                                                            key=lambda t: temperatures[str(t)])
+        pairs = row["choices"]["distill_validation"]  # every (T, lr factor) of the grids, the best one kept
+        assert len(pairs) == 4 and max(pairs.values()) == pairs[
+            f"T {row['choices']['distill_temperature']:g}, lr x{row['choices']['distill_lr_factor']:g}"]
     assert on_disk["label_fractions"]["0.25"]["draws"] == 2 and on_disk["label_fractions"]["1.0"]["draws"] == 1
     assert len(on_disk["label_fractions"]["0.25"]["values"]["finetune"]) == 2
     assert on_disk["label_fractions"]["1.0"]["n_labels"] == 48
