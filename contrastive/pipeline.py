@@ -32,7 +32,7 @@ from contrastive.checkpoint import list_checkpoints
 from contrastive.config import KnnConfig, PretrainConfig
 from contrastive.device import pick_device
 from contrastive.errors import ContrastiveError
-from contrastive.evaluate.baselines import label_spreading_probabilities
+from contrastive.evaluate.baselines import spreading_predictor
 from contrastive.evaluate.classifier import classifier_from, random_classifier, save_classifier
 from contrastive.evaluate.distill import STUDENT_VIEWS, TEACHER_VIEWS, distill
 from contrastive.evaluate.features import extract_features
@@ -77,8 +77,9 @@ class PipelineConfig:
     # The supervised baseline gets fine-tuning's steps (pass --finetune-epochs / --finetune-min-steps and the
     # baseline follows); the learning rates come from the grids above.
     # 100 steps at least (the finetune / supervised commands: 200): 5 + 3 label draws and the lr grids train 26
-    # classifiers; distillation starts from the pretrained encoder, so 5 passes over the data, not 10. On the digits' validation
-    # split at 1% (5 draws) 5 passes gave the student 0.889 on average, 3 passes 0.834 (teacher: 0.888).
+    # classifiers; the distillation student starts from a pretrained network, so 5 passes over the data, not 10. On
+    # the digits' validation split at 1% (5 draws) 5 passes gave a student from the pretrained encoder 0.889 on
+    # average, 3 passes 0.834 (teacher: 0.888).
     finetune: Budget = opt(default_factory=lambda: dataclasses.replace(FINETUNE, min_steps=100),
                            help="fine-tuning budget")
     supervised: Budget = opt(default_factory=lambda: dataclasses.replace(SUPERVISED, min_steps=100),
@@ -192,8 +193,7 @@ def widened(grid: tuple[float, ...], best: float, factor: float = 3.0) -> float 
 def choose_lr(fit: Callable[[float], tuple[object, float]], grid: tuple[float, ...], log, name: str,
               max_extra: int = 2) -> tuple[float, dict, object]:
     """(best lr, {lr: validation accuracy}, the model trained with it): each lr of the grid trained and
-    scored on validation; while the best lies at an edge the grid is widened (at most max_extra times).
-    """
+    scored on validation; while the best lies at an edge the grid is widened (at most max_extra times)."""
     scores, models = {}, {}
     for lr in grid:
         models[lr], scores[lr] = fit(lr)
@@ -287,12 +287,15 @@ def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
             models["supervised"] = network_predictor(supervised, reader, device)
             probe = fit_linear_probe(pretrained.encoder, labeled, n_classes, reader, device=device)
             models["linear"] = network_predictor(probe, reader, device)
-            models["encoder_spreading"] = (lambda items, idx=idx, seed=seed: label_spreading_probabilities(
-                features(train)[idx], train.labels[idx], features(train), features(items), n_classes, seed))
+            spreading = spreading_predictor(features(train)[idx], train.labels[idx], features(train), n_classes,
+                                            seed)
+            models["encoder_spreading"] = lambda items, spreading=spreading: spreading(features(items))
             models["finetune"] = network_predictor(teacher, reader, device)
             mask = torch.zeros(len(train), dtype=torch.bool).index_fill_(0, idx, True)
             labeller = teacher
-            if cfg.distill_teacher != "finetune":
+            if d == 0 and cfg.distill_teacher == "finetune":
+                choices["distill_teacher"] = "finetune"
+            elif d == 0 or choices["distill_teacher"] == "finetune+spreading":  # label spreading only where used
                 averaged = AveragedTeacher(teacher, spreading_teacher(
                     pretrained.encoder, features(train), idx, train.labels[idx], n_classes, seed)).eval()
                 if d == 0:
@@ -373,7 +376,7 @@ def choose_distillation(fit, temperatures: tuple[float, ...], lr_factors: tuple[
     for t in temperatures:
         for f in lr_factors:
             students[(t, f)], scores[(t, f)] = fit(t, f)
-    best = max(scores, key=scores.get)
+    best = best_on_validation(scores)
     named = {f"T {t:g}, lr x{f:g}": v for (t, f), v in scores.items()}
     log("  distillation on validation: " + "  ".join(f"{n}: {v:.4f}" for n, v in named.items())
         + f"  -> T {best[0]:g}, lr x{best[1]:g}")
@@ -384,7 +387,7 @@ def choose_teacher(setting: str, teachers: dict, reader, val, device, log) -> tu
     """(the distillation teacher's name, every candidate's validation accuracy): `setting` itself, or with
     "auto" the candidate with the best validation accuracy (the first on a tie)."""
     scores = {name: accuracy(network_predictor(t, reader, device)(val), val.labels) for name, t in teachers.items()}
-    best = max(scores, key=scores.get) if setting == "auto" else setting
+    best = best_on_validation(scores) if setting == "auto" else setting
     log("  distillation teacher on validation: " + "  ".join(f"{n}: {v:.4f}" for n, v in scores.items())
         + f"  -> {best}")
     return best, scores
@@ -504,7 +507,8 @@ class WallTimeForecast(Callback):
                 passes += steps * min(budget.batch_size, labeled) * (draws - 1 + extra)
             d = self.cfg.distill
             steps = max(d.epochs * -(-self.n_train // d.batch_size), d.min_steps)
-            passes += 1.5 * steps * min(d.batch_size, self.n_train) * (draws - 1 + len(self.cfg.distill_temperatures) * len(self.cfg.distill_lr_factors))
+            grid = len(self.cfg.distill_temperatures) * len(self.cfg.distill_lr_factors)
+            passes += 1.5 * steps * min(d.batch_size, self.n_train) * (draws - 1 + grid)
         total = seconds + pretrain_left + passes * per_pass
         self.log(f"expected wall time of the whole pipeline: about {total / 60:.1f} min (pretraining "
                  f"{(seconds + pretrain_left) / 60:.1f} min, then the label fractions; priced at the first epoch)")

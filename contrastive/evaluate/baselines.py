@@ -56,16 +56,28 @@ def label_spreading_probabilities(labeled_x: torch.Tensor, labeled_y: torch.Tens
                                   queries_x: torch.Tensor, num_classes: int, seed: int = 0,
                                   neighbours: int = SPREADING_NEIGHBOURS) -> np.ndarray:
     """Label spreading over one graph of the labelled items and the unlabelled pool; each query then takes
-    the mean spread distribution of its nearest graph items (neighbour_vote). The pool is cut to
-    SPREADING_MAX_POOL items (a fixed draw from `seed`). The queries stay out of the graph (inductive): on the
-    digits' validation split at 1% labels this read 0.945 (SimCLR features) and 0.802 (pixels) where a graph
-    holding the queries too read 0.904 and 0.768 (5 draws each, at scikit-learn's alpha 0.2)."""
-    if len(pool_x) > SPREADING_MAX_POOL:
-        keep = torch.randperm(len(pool_x), generator=torch.Generator().manual_seed(seed))[:SPREADING_MAX_POOL]
-        pool_x = pool_x[keep]
-    spread = spread_labels(labeled_x, labeled_y, pool_x, num_classes, neighbours)
+    the mean spread distribution of its nearest graph items (neighbour_vote). See spreading_predictor."""
+    return spreading_predictor(labeled_x, labeled_y, pool_x, num_classes, seed, neighbours)(queries_x)
+
+
+def spreading_predictor(labeled_x: torch.Tensor, labeled_y: torch.Tensor, pool_x: torch.Tensor, num_classes: int,
+                        seed: int = 0, neighbours: int = SPREADING_NEIGHBOURS):
+    """queries_x -> class probabilities (M, C) as numpy, from one label spreading over the labelled items and
+    the unlabelled pool (fitted here, once, however many query sets follow). The pool is cut to
+    SPREADING_MAX_POOL items (capped_pool). The queries stay out of the graph (inductive): on the digits'
+    validation split at 1% labels this read 0.945 (SimCLR features) and 0.802 (pixels) where a graph holding
+    the queries too read 0.904 and 0.768 (5 draws each, at scikit-learn's alpha 0.2)."""
+    pool_x = capped_pool(pool_x, seed)
+    spread = torch.from_numpy(spread_labels(labeled_x, labeled_y, pool_x, num_classes, neighbours))
     bank = torch.from_numpy(unit_rows(torch.cat([labeled_x, pool_x])))
-    return neighbour_vote(bank, torch.from_numpy(spread), queries_x, neighbours).numpy()
+    return lambda queries_x: neighbour_vote(bank, spread, queries_x, neighbours).numpy()
+
+
+def capped_pool(pool_x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """At most SPREADING_MAX_POOL rows of `pool_x`, a fixed random draw from `seed` (all of them when fewer)."""
+    if len(pool_x) <= SPREADING_MAX_POOL:
+        return pool_x
+    return pool_x[torch.randperm(len(pool_x), generator=torch.Generator().manual_seed(seed))[:SPREADING_MAX_POOL]]
 
 
 def unit_rows(x: torch.Tensor) -> np.ndarray:

@@ -80,7 +80,8 @@ def distill(teacher: nn.Module, student: nn.Module, unlabeled, test, reader, *, 
     was_training = teacher.training
     teacher.to(device).eval()
     try:
-        accuracy = fit_classifier(student, items, test, reader, loss_fn=distillation_objective(teacher, temperature, alpha),
+        accuracy = fit_classifier(student, items, test, reader,
+                                  loss_fn=distillation_objective(teacher, temperature, alpha),
                                   views=distill_views(reader, items, student_views, teacher_views, budget.augment),
                                   device=device, seed=seed, log=log, **budget.kwargs())
     finally:

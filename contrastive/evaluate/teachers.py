@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastive.evaluate.baselines import SPREADING_MAX_POOL, SPREADING_NEIGHBOURS, neighbour_vote, spread_labels
+from contrastive.evaluate.baselines import SPREADING_NEIGHBOURS, capped_pool, neighbour_vote, spread_labels
 
 LOG_FLOOR = 1e-8  # probabilities are floored before the log: a class no neighbour votes for stays finite
 
@@ -53,10 +53,8 @@ class AveragedTeacher(nn.Module):
 def spreading_teacher(encoder: nn.Module, train_x: torch.Tensor, labeled_idx: torch.Tensor, labels: torch.Tensor,
                       num_classes: int, seed: int = 0) -> SpreadingTeacher:
     """Label spreading from the labelled items (rows `labeled_idx` of the training features `train_x`, with
-    `labels`) over the training items (at most SPREADING_MAX_POOL, a fixed draw from `seed`), as a teacher
-    that reads inputs through `encoder` (the one that made train_x; it is put in eval mode)."""
-    pool = train_x
-    if len(pool) > SPREADING_MAX_POOL:
-        pool = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:SPREADING_MAX_POOL]]
+    `labels`) over the training items (at most SPREADING_MAX_POOL, see capped_pool), as a teacher that reads
+    inputs through `encoder` (the one that made train_x; it is put in eval mode)."""
+    pool = capped_pool(train_x, seed)
     spread = spread_labels(train_x[labeled_idx], labels, pool, num_classes)[len(labeled_idx):]
     return SpreadingTeacher(encoder, pool, torch.from_numpy(spread)).eval()
