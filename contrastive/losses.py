@@ -333,6 +333,32 @@ def local_global_jsd_loss(local: torch.Tensor, global_: torch.Tensor) -> torch.T
     return -jsd_mutual_information(scores[same], scores[~same])
 
 
+def local_global_nce_loss(local: torch.Tensor, global_: torch.Tensor) -> torch.Tensor:
+    """Local Deep InfoMax with the noise-contrastive (InfoNCE) estimator (Hjelm et al. 2019, sec. 3.1,
+    eq. 5, one of the paper's three MI estimators beside JSD and Donsker-Varadhan).
+
+    Each location j of item i is a positive for item i's global feature; its negatives are
+    every location of every other item, scored against the same global feature i:
+
+        L = -mean_{i,j} log  exp(s(l_ij, g_i)) / (exp(s(l_ij, g_i)) + sum_{k != i, m} exp(s(l_km, g_i)))
+
+    with s the dot product. local: (N, D, L); global_: (N, D). Since the negatives depend on i
+    only, the sum is one log-sum-exp per item: L = mean softplus(lse_i - s(l_ij, g_i)).
+    """
+    if local.dim() != 3 or global_.dim() != 2 or local.shape[:2] != global_.shape:
+        raise ValueError(f"local_global_nce_loss: local (N, D, L) and global (N, D), got {tuple(local.shape)} "
+                         f"and {tuple(global_.shape)}")
+    n = local.shape[0]
+    if n < 2:
+        raise ValueError("local_global_nce_loss: the negatives need a batch of at least 2")
+    dtype = _compute_dtype(local)
+    scores = torch.einsum("kdl,id->ikl", local.to(dtype), global_.to(dtype))  # (N, N, L): global i x item k's locations
+    same = torch.eye(n, dtype=torch.bool, device=local.device)
+    positive = scores[same]  # (N, L): item i's own locations against global i
+    negative = scores.masked_fill(same[:, :, None], float("-inf")).flatten(1).logsumexp(dim=1)  # (N,)
+    return F.softplus(negative[:, None] - positive).mean()
+
+
 def cpc_info_nce(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """CPC's InfoNCE (van den Oord et al. 2018, eq. 4; Hénaff et al. 2020, eq. 3 and 5).
 

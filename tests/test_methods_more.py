@@ -21,7 +21,7 @@ from contrastive.image.augment import RECIPES, method_recipes
 from contrastive.image.backbones import build_backbone
 from contrastive.image.batch_augment import BatchAugment
 from contrastive.losses import (cpc_info_nce, dino_loss, jsd_mutual_information, local_global_jsd_loss,
-                                sinkhorn_knopp, swapped_prediction_loss)
+                                local_global_nce_loss, sinkhorn_knopp, swapped_prediction_loss)
 from contrastive.methods import METHODS, cpc, dino, infomax, swav
 from contrastive.methods.crops import by_size
 from contrastive.momentum import cosine_ema
@@ -127,6 +127,26 @@ def test_jsd_estimator_closed_forms_and_naive_local_global():
                 - sum(softplus(s) - math.log(2) for s in neg) / len(neg))
     torch.testing.assert_close(local_global_jsd_loss(local, global_), torch.tensor(-estimate, dtype=D64))
     assert len(pos) == n * l and len(neg) == n * (n - 1) * l
+
+
+def test_local_global_nce_against_a_naive_loop_and_closed_forms():
+    n, d, l = 4, 3, 5
+    local, global_ = rand(n, d, l), rand(n, d, seed=1)
+    terms = []
+    for i in range(n):  # global feature i
+        negatives = [float(local[k, :, m] @ global_[i]) for k in range(n) if k != i for m in range(l)]
+        for j in range(l):  # its own location j is the positive
+            logits = torch.tensor([float(local[i, :, j] @ global_[i])] + negatives, dtype=D64)
+            terms.append(-torch.log_softmax(logits, 0)[0])
+    torch.testing.assert_close(local_global_nce_loss(local, global_), torch.stack(terms).mean())
+    # every score 0: each positive is one of 1 + (n - 1) l equal choices
+    zero = local_global_nce_loss(torch.zeros(n, d, l, dtype=D64), torch.zeros(n, d, dtype=D64))
+    torch.testing.assert_close(zero, torch.tensor(math.log(1 + (n - 1) * l), dtype=D64))
+    # positives far above the negatives: the loss goes to 0
+    one_hot = torch.eye(n, dtype=D64)[:, :, None].expand(n, n, l) * 30  # item i's locations point along axis i
+    assert local_global_nce_loss(one_hot, torch.eye(n, dtype=D64)) < 1e-9
+    with pytest.raises(ValueError, match="at least 2"):
+        local_global_nce_loss(rand(1, d, l), rand(1, d))
 
 
 # --- CPC's InfoNCE -------------------------------------------------------------------------------
@@ -348,6 +368,11 @@ def test_infomax_loss_of_its_parts_on_maps_and_sequences():
     assert seq.encoder.embed.weight.grad.abs().max() > 0
     with pytest.raises(ValueError, match="local_features"):
         infomax.build(infomax.Options(), nn.Linear(3, 3), 3)
+    nce = infomax.build(infomax.Options(embed_dim=8, embed_hidden=8, estimator="nce"), enc, d)
+    with torch.no_grad():
+        local = nce.local_embed(enc.local_features(x).flatten(2))
+        expected = local_global_nce_loss(local, nce.global_embed(enc(x)))
+    torch.testing.assert_close(nce([x])[0], expected)
 
 
 def test_cpc_context_is_causal_and_the_loss_is_the_mean_infonce_over_offsets():

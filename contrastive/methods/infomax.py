@@ -7,7 +7,9 @@ network with a linear shortcut (1x1 convolutions for the locations, an MLP for t
 feature), and the score of a pair is their dot product ("encode-and-dot-product", sec. 3.2
 and appendix A.2). The MI is estimated with the Jensen-Shannon bound (eq. 4), positives
 being each location with its own item's global feature, negatives every location with
-every other item's (losses.local_global_jsd_loss). The paper's DIM(L) weights are
+every other item's (losses.local_global_jsd_loss). `estimator nce` swaps in the paper's
+noise-contrastive estimator (losses.local_global_nce_loss: each location against every
+location of the other items, for the same global feature). The paper's DIM(L) weights are
 alpha = 0 (global), beta = 1 (local), gamma = 0.1 (prior matching).
 
 Not implemented: the global objective (alpha, 0 in DIM(L)) and the adversarial prior
@@ -25,7 +27,7 @@ import torch
 from torch import nn
 
 from contrastive.fields import opt
-from contrastive.losses import local_global_jsd_loss
+from contrastive.losses import local_global_jsd_loss, local_global_nce_loss
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Options:
                               "a CPU-sized choice)")
     embed_hidden: int = opt(512, "hidden width of the two embedding networks (not from the paper)")
     local_weight: float = opt(1.0, "beta, the weight of the local MI term (DIM(L): 1.0)")
+    estimator: str = opt("jsd", "the MI estimator: jsd (Jensen-Shannon, eq. 4, the paper's main choice) or nce "
+                                "(InfoNCE, the paper's alternative with many negatives, sec. 3.1)",
+                         choices=("jsd", "nce"))
 
 
 # Base lr per 256 images. AdamW 1e-4: the paper trains with Adam at 1e-4 (appendix A.2). SGD 0.01: not from the
@@ -41,6 +46,7 @@ class Options:
 # 2 epochs) while 0.01 took kNN top-1 0.488 -> 0.548 in 3 epochs of 2000 images. LARS 0.3: SimCLR's, not checked.
 BASE_LR = {"sgd": 0.01, "lars": 0.3, "adamw": 1e-4}
 SHAPE = ("embed_dim", "embed_hidden")  # options that shape the weights
+ESTIMATORS = {"jsd": local_global_jsd_loss, "nce": local_global_nce_loss}
 VIEWS = "one_view"  # one view per item: DIM contrasts an item's parts with its whole, not two views
 
 
@@ -63,6 +69,7 @@ class DeepInfoMax(nn.Module):
         o = options
         self.encoder = encoder
         self.local_weight = o.local_weight
+        self.loss = ESTIMATORS[o.estimator]
         self.local_embed = Embed(local_dim, o.embed_hidden, o.embed_dim, along_positions=True)
         self.global_embed = Embed(feat_dim, o.embed_hidden, o.embed_dim, along_positions=False)
 
@@ -72,7 +79,7 @@ class DeepInfoMax(nn.Module):
         local = local.flatten(2)  # (N, D, L): locations in a row
         pooled = self.encoder(x)  # (N, feat_dim)
         l, g = self.local_embed(local), self.global_embed(pooled)  # (N, E, L), (N, E)
-        loss = self.local_weight * local_global_jsd_loss(l, g)
+        loss = self.local_weight * self.loss(l, g)
         return loss, {}
 
     def classifier_neck(self) -> None:
