@@ -522,8 +522,8 @@ def test_pretrain_one_epoch_and_the_checkpoint_encoder_loads(tmp_path, name):
         assert int(result.model.queued) == 32  # filled during the epoch
 
 
-@pytest.mark.parametrize("augment", ["batch", "per-image"])
-def test_multicrop_views_reach_the_method_in_both_augmentation_paths(tmp_path, augment):
+@pytest.mark.parametrize("augment, local_crops", [("batch", None), ("per-image", None), ("batch", 2)])
+def test_multicrop_views_reach_the_method_in_both_augmentation_paths(tmp_path, augment, local_crops):
     from contrastive.config import KnnConfig, PretrainConfig
     from contrastive.train import pretrain
 
@@ -538,11 +538,22 @@ def test_multicrop_views_reach_the_method_in_both_augmentation_paths(tmp_path, a
     try:
         cfg = PretrainConfig(method="dino", backbone="small_cnn", epochs=1, batch_size=32, lr=0.01,
                              out=str(tmp_path / "run"), method_options=dict(SMALL["dino"]),
-                             data_options={"views": "paper", "augment": augment}, knn=KnnConfig(k=10, every=0))
-        pretrain(cfg, data=make_splits(), log=lambda *_: None)
+                             data_options={"views": "paper", "augment": augment, "local_crops": local_crops},
+                             knn=KnnConfig(k=10, every=0))
+        result = pretrain(cfg, data=make_splits(), log=lambda *_: None)
     finally:
         dino.DINO.forward = original
-    assert seen and all(shapes == [(16, 16)] * 2 + [(8, 8)] * 6 for shapes in seen)  # 2 global + 6 local crops
+    local = 6 if local_crops is None else local_crops  # 2 global + 6 local crops by default
+    assert seen and all(shapes == [(16, 16)] * 2 + [(8, 8)] * local for shapes in seen)
+    assert result.config.data_options["local_crops"] == local  # the resolved count is saved with the run
+
+
+def test_local_crops_must_not_be_negative():
+    from contrastive.errors import ContrastiveError
+    from contrastive.image import IMAGE
+
+    with pytest.raises(ContrastiveError, match="--local-crops must be 0 or more"):
+        IMAGE.resolve({"local_crops": -1}, make_splits())
 
 
 def test_cpc_windows_are_encoded_alone_in_grid_order():

@@ -31,6 +31,8 @@ class Options:
     views: str = opt("auto", "view style: paper (each method's published recipe, fitted to the image size), "
                              "handwriting (affine + elastic warps, mild crops: for digits and glyphs), or auto "
                              "(handwriting for one-channel images of 32 px or less)", choices=VIEW_STYLES)
+    local_crops: int | None = opt(None, "multi-crop (DINO, SwAV): how many small local crops follow the two global "
+                                        "ones; default 6 (SwAV's 2 + 6)")
     augment: str = opt("auto", "auto: augment whole batches as tensors (on the GPU when there is one) when the "
                                "images fit in memory, else per image with torchvision v2; the distributions are "
                                "the same", choices=AUGMENT_MODES)
@@ -79,9 +81,13 @@ class ImageModality:
             raise ContrastiveError(f"unknown augment '{o.augment}'; choose one of: {', '.join(AUGMENT_MODES)}")
         if o.views not in VIEW_STYLES:
             raise ContrastiveError(f"unknown views '{o.views}'; choose one of: {', '.join(VIEW_STYLES)}")
+        if o.local_crops is not None and o.local_crops < 0:
+            raise ContrastiveError(f"--local-crops must be 0 or more, got {o.local_crops}")
         size = o.image_size or data.image_size
+        from contrastive.image.augment import MULTICROP_LOCAL
+
         return dataclasses.asdict(dataclasses.replace(
-            o, image_size=size,
+            o, image_size=size, local_crops=MULTICROP_LOCAL if o.local_crops is None else o.local_crops,
             cifar_stem=size <= SMALL if o.cifar_stem is None else o.cifar_stem,
             color_strength=o.color_strength or (0.5 if size <= SMALL else 1.0)))
 
@@ -119,7 +125,7 @@ class ImageModality:
         from contrastive.image.batch_augment import BatchAugment
 
         recipes = styled_recipes(recipe, inputs["image_size"], inputs["channels"], options["color_strength"],
-                                 options["views"])
+                                 options["views"], local_crops=options.get("local_crops"))
         per_item = MultiView([r.per_image() for r in recipes])
         place = _in_layout if options["channels_last"] else (lambda x: x)
         if options["augment"] == "batch" and not dataset.in_memory:

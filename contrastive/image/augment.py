@@ -275,10 +275,13 @@ def view_style(style: str, size: int, channels: int) -> str:
     return style
 
 
-def styled_recipes(method: str, size: int, channels: int, strength: float = 1.0, style: str = "auto"
-                   ) -> list[ViewRecipe]:
-    """A method's views in a style: the paper's (method_recipes) or handwriting's (see handwriting)."""
+def styled_recipes(method: str, size: int, channels: int, strength: float = 1.0, style: str = "auto", *,
+                   local_crops: int | None = None) -> list[ViewRecipe]:
+    """A method's views in a style: the paper's (method_recipes) or handwriting's (see handwriting).
+    local_crops: for multi-crop views, how many local crops follow the two global ones (None: MULTICROP_LOCAL)."""
     recipes = method_recipes(method, size, channels, strength)
+    if method == "multicrop" and local_crops is not None:
+        recipes = recipes[:2] + recipes[2:3] * local_crops
     if view_style(style, size, channels) == "handwriting":
         return [handwriting(r) for r in recipes]
     return recipes
