@@ -548,12 +548,17 @@ def test_multicrop_views_reach_the_method_in_both_augmentation_paths(tmp_path, a
     assert result.config.data_options["local_crops"] == local  # the resolved count is saved with the run
 
 
-def test_local_crops_must_not_be_negative():
+def test_local_crops_default_by_view_style_and_must_not_be_negative():
     from contrastive.errors import ContrastiveError
     from contrastive.image import IMAGE
 
+    digits = make_splits()  # one channel, 16 px: handwriting views by default
+    assert IMAGE.resolve({}, digits)["local_crops"] == 0
+    assert IMAGE.resolve({"views": "paper"}, digits)["local_crops"] == 6
+    assert IMAGE.resolve({}, make_splits(channels=3))["local_crops"] == 6  # colour images: the paper's views
+    assert IMAGE.resolve({"local_crops": 3}, digits)["local_crops"] == 3  # a given count wins
     with pytest.raises(ContrastiveError, match="--local-crops must be 0 or more"):
-        IMAGE.resolve({"local_crops": -1}, make_splits())
+        IMAGE.resolve({"local_crops": -1}, digits)
 
 
 def test_cpc_windows_are_encoded_alone_in_grid_order():
