@@ -581,6 +581,12 @@ class BatchClock(Callback):
         return timed()
 
 
+# Our side's encoder unless a part says otherwise: ResNet-18 with the CIFAR stem, the network lightly's recipe
+# trains. Named here because the project's default for 32 px images on a CPU is now small_cnn_grid (issue 13),
+# which would compare a small CNN with lightly's ResNet-18.
+OURS_BACKBONE = "resnet18"
+
+
 def run_ours(method: str, data, *, batch: int, precision: str = "auto", steps: int | None = None,
              epochs: int | None = None, backbone: str | None = None, lr: float | None = None, seed: int = 0) -> dict:
     """contrastive.train.pretrain with our defaults except what is passed; kNN monitoring off (the
@@ -595,7 +601,7 @@ def run_ours(method: str, data, *, batch: int, precision: str = "auto", steps: i
         epochs = max(1, math.ceil(steps / per_epoch))
     out = Path(tempfile.mkdtemp(prefix=f"ours-{method}-", dir=os.environ.get("BENCH_TMP", "/tmp")))
     cfg = PretrainConfig(method=method, data=data.name, batch_size=batch, epochs=epochs, max_steps=steps,
-                         backbone=backbone, lr=lr, precision=precision, knn=KnnConfig(every=0),
+                         backbone=backbone or OURS_BACKBONE, lr=lr, precision=precision, knn=KnnConfig(every=0),
                          log_every=10 ** 9, checkpoint_minutes=0.0, out=str(out / "run"), seed=seed)
     clock = BatchClock()
     try:
@@ -626,7 +632,7 @@ def our_model_for_flops(method: str, batch: int, backbone: str | None = None) ->
     batch), from the config resolved on a stand-in for the data."""
     from contrastive.train import build_model
 
-    cfg = PretrainConfig(method=method, batch_size=batch, backbone=backbone).resolve(fake_cifar())
+    cfg = PretrainConfig(method=method, batch_size=batch, backbone=backbone or OURS_BACKBONE).resolve(fake_cifar())
     torch.manual_seed(0)
     return build_model(cfg, CIFAR_READER)[0]
 
@@ -978,7 +984,7 @@ def profile_ours(method: str, data, args) -> tuple[str, dict, list]:
 
     out = Path(tempfile.mkdtemp(prefix=f"profile-{method}-", dir=os.environ.get("BENCH_TMP", "/tmp")))
     cfg = PretrainConfig(method=method, data=data.name, batch_size=args.batch, precision=args.ours_precision,
-                         device="cpu", knn=KnnConfig(every=0), out=str(out / "run"))
+                         backbone=OURS_BACKBONE, device="cpu", knn=KnnConfig(every=0), out=str(out / "run"))
     try:
         run = setup(cfg, data, log=lambda *a, **k: None)  # claims the run folder; nothing is written to it here
         model = run.model.train()
