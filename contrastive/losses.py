@@ -216,17 +216,18 @@ def dino_loss(student_out: list[torch.Tensor], teacher_out: list[torch.Tensor], 
     if not student_out or not teacher_out:
         raise ValueError("dino_loss: needs at least one student and one teacher view")
     dtype = _compute_dtype(student_out[0])
-    log_p = [F.log_softmax(s.to(dtype) / student_temperature, dim=-1) for s in student_out]
-    q = [F.softmax((t.to(dtype) - center.to(dtype)) / teacher_temperature, dim=-1).detach() for t in teacher_out]
-    total, pairs = 0.0, 0
-    for i, target in enumerate(q):
-        for v, prediction in enumerate(log_p):
-            if v == i:
-                continue  # a view is not its own target
-            total = total + (-target * prediction).sum(dim=-1).mean()
-            pairs += 1
+    pairs = len(teacher_out) * len(student_out) - min(len(teacher_out), len(student_out))
     if pairs == 0:
         raise ValueError("dino_loss: one view only; it needs a student view other than each teacher view")
+    q = [F.softmax((t.to(dtype) - center.to(dtype)) / teacher_temperature, dim=-1).detach() for t in teacher_out]
+    # Every teacher view i is a target of every student view v != i, so student view v meets the sum of
+    # the targets minus its own: one (B, K) product per student view rather than one per pair (with
+    # K = 65536 these elementwise products were a quarter of a CPU step; BENCHMARKS.md, DINO loss).
+    q_sum = torch.stack(q).sum(dim=0)
+    total = 0.0
+    for v, s in enumerate(student_out):
+        target = q_sum - q[v] if v < len(q) else q_sum
+        total = total - (target * F.log_softmax(s.to(dtype) / student_temperature, dim=-1)).sum(dim=-1).mean()
     return total / pairs
 
 
