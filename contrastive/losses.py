@@ -314,6 +314,21 @@ def jsd_mutual_information(positive: torch.Tensor, negative: torch.Tensor) -> to
     return e_joint - e_marginal
 
 
+def _local_global_scores(loss: str, local: torch.Tensor, global_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deep InfoMax's dot-product scores of every item's locations against every item's global feature,
+    (N, N, L) with [i, k, l] = local_il . global_k, and the (N, N) mask of the positives (k = i). Checks
+    the shapes (local (N, D, L), global (N, D)) and that the batch has negatives."""
+    if local.dim() != 3 or global_.dim() != 2 or local.shape[:2] != global_.shape:
+        raise ValueError(f"{loss}: local (N, D, L) and global (N, D), got {tuple(local.shape)} "
+                         f"and {tuple(global_.shape)}")
+    n = local.shape[0]
+    if n < 2:
+        raise ValueError(f"{loss}: the negatives need a batch of at least 2")
+    dtype = _compute_dtype(local)
+    scores = torch.einsum("idl,kd->ikl", local.to(dtype), global_.to(dtype))
+    return scores, torch.eye(n, dtype=torch.bool, device=local.device)
+
+
 def local_global_jsd_loss(local: torch.Tensor, global_: torch.Tensor) -> torch.Tensor:
     """Local Deep InfoMax (Hjelm et al. 2019, sec. 3.2, eq. 5 with the JSD estimator): -I_JSD averaged
     over locations, with the encode-and-dot-product scores T(local_ij, global_k) = local_ij . global_k.
@@ -322,15 +337,7 @@ def local_global_jsd_loss(local: torch.Tensor, global_: torch.Tensor) -> torch.T
     global features. The positives are (location j of item i, global i); the negatives pair
     every location of item i with the global feature of every other item k != i.
     """
-    if local.dim() != 3 or global_.dim() != 2 or local.shape[:2] != global_.shape:
-        raise ValueError(f"local_global_jsd_loss: local (N, D, L) and global (N, D), got {tuple(local.shape)} "
-                         f"and {tuple(global_.shape)}")
-    n = local.shape[0]
-    if n < 2:
-        raise ValueError("local_global_jsd_loss: the negatives need a batch of at least 2")
-    dtype = _compute_dtype(local)
-    scores = torch.einsum("idl,kd->ikl", local.to(dtype), global_.to(dtype))  # (N, N, L): item i's locations x global k
-    same = torch.eye(n, dtype=torch.bool, device=local.device)  # (N, N): the positives
+    scores, same = _local_global_scores("local_global_jsd_loss", local, global_)
     return -jsd_mutual_information(scores[same], scores[~same])
 
 
@@ -346,15 +353,8 @@ def local_global_nce_loss(local: torch.Tensor, global_: torch.Tensor) -> torch.T
     with s the dot product. local: (N, D, L); global_: (N, D). Since the negatives depend on i
     only, the sum is one log-sum-exp per item: L = mean softplus(lse_i - s(l_ij, g_i)).
     """
-    if local.dim() != 3 or global_.dim() != 2 or local.shape[:2] != global_.shape:
-        raise ValueError(f"local_global_nce_loss: local (N, D, L) and global (N, D), got {tuple(local.shape)} "
-                         f"and {tuple(global_.shape)}")
-    n = local.shape[0]
-    if n < 2:
-        raise ValueError("local_global_nce_loss: the negatives need a batch of at least 2")
-    dtype = _compute_dtype(local)
-    scores = torch.einsum("kdl,id->ikl", local.to(dtype), global_.to(dtype))  # (N, N, L): global i x item k's locations
-    same = torch.eye(n, dtype=torch.bool, device=local.device)
+    scores, same = _local_global_scores("local_global_nce_loss", local, global_)
+    scores = scores.transpose(0, 1)  # (N, N, L): global i x item k's locations
     positive = scores[same]  # (N, L): item i's own locations against global i
     negative = scores.masked_fill(same[:, :, None], float("-inf")).flatten(1).logsumexp(dim=1)  # (N,)
     return F.softplus(negative[:, None] - positive).mean()

@@ -38,7 +38,7 @@ class Options:
     local_weight: float = opt(1.0, "beta, the weight of the local MI term (DIM(L): 1.0)")
     estimator: str = opt("jsd", "the MI estimator: jsd (Jensen-Shannon, eq. 4, the paper's main choice) or nce "
                                 "(InfoNCE, the paper's alternative with many negatives, sec. 3.1)",
-                         choices=("jsd", "nce"))
+                         choices=lambda: tuple(ESTIMATORS))
 
 
 # Base lr per 256 images. AdamW 1e-4: the paper trains with Adam at 1e-4 (appendix A.2). SGD 0.01: not from the
