@@ -33,7 +33,7 @@ from contrastive.config import PretrainConfig
 from contrastive.device import pick_device, resolve_precision
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.knn import encoder_knn_accuracy
-from contrastive.methods import build_method, method_module
+from contrastive.methods import build_method, method_module, view_recipe
 from contrastive.modality import Reader, load_data, reader_for
 from contrastive.norm import convert_sync_bn
 from contrastive.optim import build_optimizer, build_scheduler
@@ -187,7 +187,7 @@ def setup(cfg: PretrainConfig, data=None, log=print, callbacks=()) -> Run:
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     scheduler = build_scheduler(optimizer, total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
-    views = reader.handler.pretrain_views(method_module(cfg.method).VIEWS, train, reader.inputs, cfg.data_options)
+    views = reader.handler.pretrain_views(view_recipe(cfg.method, cfg.method_options), train, reader.inputs, cfg.data_options)
     monitors = [KnnMonitor()] if cfg.knn.every > 0 and data.test is not None and train.has_labels else []
     monitors += watchers  # after the kNN monitor, so they see its number in the epoch record
     return Run(cfg, data, train, reader, device, model, forward, optimizer, scheduler, views, run_dir,

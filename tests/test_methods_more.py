@@ -375,6 +375,49 @@ def test_infomax_loss_of_its_parts_on_maps_and_sequences():
     torch.testing.assert_close(nce([x])[0], expected)
 
 
+def test_infomax_cross_view_scores_each_views_locations_against_the_other_global():
+    from contrastive.image.augment import RECIPES
+    from contrastive.methods import view_recipe
+
+    enc, d = tiny_encoder()
+    model = infomax.build(infomax.Options(embed_dim=8, embed_hidden=8, estimator="nce", cross_view=True), enc, d)
+    x1, x2 = multicrop_batch()[:2]
+    with torch.no_grad():
+        (l1, g1), (l2, g2) = model.embed(x1), model.embed(x2)
+        expected = (local_global_nce_loss(l1, g2) + local_global_nce_loss(l2, g1)) / 2
+        assert not torch.allclose(expected, local_global_nce_loss(l1, g1))  # not the one-view loss
+    torch.testing.assert_close(model([x1, x2])[0], expected)
+    # the option picks the views the data modality makes: one as published, two for AMDIM
+    assert view_recipe("infomax", {**SMALL["infomax"], "cross_view": False}) == "one_view"
+    two = view_recipe("infomax", {**SMALL["infomax"], "cross_view": True})
+    assert two != "one_view" and len(RECIPES[two](16, 1)) == 2
+    assert view_recipe("simclr", {}) == METHODS["simclr"].VIEWS
+
+
+def test_infomax_cross_view_gets_two_views_from_the_training_loop(tmp_path):
+    from contrastive.config import KnnConfig, PretrainConfig
+    from contrastive.train import pretrain
+
+    seen = []
+    original = infomax.DeepInfoMax.forward
+
+    def spy(self, views):
+        seen.append(len(views))
+        return original(self, views)
+
+    infomax.DeepInfoMax.forward = spy
+    try:
+        for cross_view in (False, True):
+            cfg = PretrainConfig(method="infomax", backbone="small_cnn", epochs=1, batch_size=32, lr=0.01,
+                                 out=str(tmp_path / f"run{cross_view}"),
+                                 method_options={**SMALL["infomax"], "cross_view": cross_view},
+                                 knn=KnnConfig(k=10, every=0))
+            pretrain(cfg, data=make_splits(), log=lambda *_: None)
+    finally:
+        infomax.DeepInfoMax.forward = original
+    assert seen == [1, 1, 2, 2]  # two steps of 32 items per run
+
+
 def test_cpc_context_is_causal_and_the_loss_is_the_mean_infonce_over_offsets():
     enc, d = tiny_encoder()
     model = cpc.build(cpc.Options(steps=2, context_hidden=8, context_layers=2), enc, d)
@@ -575,3 +618,62 @@ def test_cpc_windows_are_encoded_alone_in_grid_order():
     loss, _ = model([x])
     loss.backward()
     assert enc.features[0].weight.grad.abs().max() > 0
+
+
+def test_cpc_jittered_windows_are_shifted_crops_of_the_edge_padded_image():
+    x = torch.randn(3, 2, 12, 12)
+    plain, rows, cols = cpc.cut_windows(x, 4)
+    assert (rows, cols) == (5, 5)
+    torch.testing.assert_close(plain[1 * 25 + 3 * 5 + 2], x[1, :, 6:10, 4:8])  # item 1, row 3, column 2
+    j = 2
+    torch.manual_seed(0)
+    moved, rows_j, cols_j = cpc.cut_windows(x, 4, jitter=j)
+    assert moved.shape == plain.shape and (rows_j, cols_j) == (rows, cols)  # the grid is unchanged
+    padded = F.pad(x, (j,) * 4, mode="replicate")
+    offsets = []
+    for m in range(len(moved)):
+        i, r, c = m // 25, (m % 25) // 5, m % 5
+        found = [(dy, dx) for dy in range(-j, j + 1) for dx in range(-j, j + 1)
+                 if torch.equal(moved[m], padded[i, :, 2 * r + j + dy:2 * r + j + dy + 4, 2 * c + j + dx:2 * c + j + dx + 4])]
+        assert found, f"window {m} is not a shifted crop"
+        offsets.append(found[0])
+    assert len(set(offsets)) > 10  # each window draws its own offset
+
+
+def test_cpc_jitter_only_while_training():
+    enc, d = tiny_encoder()
+    model = cpc.build(cpc.Options(steps=2, context_hidden=8, context_layers=1, patch=4, jitter=2), enc, d)
+    x = torch.randn(2, 1, 12, 12)
+    model.eval()
+    torch.testing.assert_close(model.latents(x), cpc.build(cpc.Options(patch=4), enc, d).eval().latents(x))
+    model.train()
+    assert not torch.allclose(model.latents(x), model.latents(x))  # fresh offsets each call
+
+
+def test_cpc_directions_turn_the_grid_and_give_each_direction_its_predictors():
+    enc, d = tiny_encoder()
+    one = cpc.build(cpc.Options(steps=2, context_hidden=8, context_layers=1), enc, d)
+    four = cpc.build(cpc.Options(steps=2, context_hidden=8, context_layers=1, directions=4), enc, d)
+    assert len(one.predict) == 2 and len(four.predict) == 8
+    assert set(one.state_dict()) <= set(four.state_dict())  # a one-direction checkpoint keeps its names
+    four.eval()
+    x = torch.randn(4, 1, 16, 16)  # a 4 x 4 map
+    with torch.no_grad():
+        z = enc.local_features(x)
+        losses = []
+        for direction, turns in enumerate((0, 1, 2, 3)):
+            zr = torch.rot90(z, turns, dims=(2, 3))
+            c = four.context(zr)
+            for k in (1, 2):
+                p = four.predict[direction * 2 + k - 1](c[:, :, :-k]).permute(0, 2, 3, 1).reshape(-1, d)
+                t = zr[:, :, k:].permute(0, 2, 3, 1).reshape(-1, d)
+                losses.append(cpc_info_nce(p, t))
+        torch.testing.assert_close(four([x])[0], sum(losses) / 8)
+        # bottom-up reads row 3 to predict row 2: the top-down half alone is not the same loss
+        assert not torch.allclose(four([x])[0], sum(losses[:2]) / 2)
+    seq = cpc.build(cpc.Options(steps=2, context_hidden=8, context_layers=1, directions=2), TokenEncoder(), 8)
+    loss, _ = seq([torch.randint(0, 11, (4, 9))])
+    assert torch.isfinite(loss)
+    seq4 = cpc.build(cpc.Options(steps=2, context_hidden=8, context_layers=1, directions=4), TokenEncoder(), 8)
+    with pytest.raises(ValueError, match="a sequence takes --directions 1 or 2"):
+        seq4([torch.randint(0, 11, (4, 9))])

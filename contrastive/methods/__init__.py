@@ -9,7 +9,8 @@
 A method file holds everything about its method: the module, an `Options` dataclass
 whose fields carry the defaults and where each comes from (the command line is generated
 from them), `BASE_LR` per optimizer, `SHAPE` (the options a resumed run must share),
-`VIEWS` (the name of the view recipe the data modality applies), `build(options,
+`VIEWS` (the name of the view recipe the data modality applies; a method whose options
+choose it defines `views(options)` instead, see view_recipe), `build(options,
 encoder, feat_dim)` and optionally `finish(options, world_size=, local_batch=)` for
 defaults that depend on the run. Adding a method is one file and one line in METHODS.
 
@@ -79,6 +80,15 @@ def resolve_options(name: str, given: dict, *, world_size: int = 1, local_batch:
     return dataclasses.asdict(options)
 
 
+def view_recipe(name: str, options: dict) -> str:
+    """The name of the view recipe for method `name` with resolved `options`: `views(options)` where the
+    method defines it (an option picks the views), else its VIEWS."""
+    module = method_module(name)
+    if hasattr(module, "views"):
+        return module.views(module.Options(**options))
+    return module.VIEWS
+
+
 def build_method(name: str, options: dict, encoder: nn.Module, feat_dim: int) -> nn.Module:
     """The method module `name` around `encoder`, from resolved options (see resolve_options)."""
     module = method_module(name)
@@ -86,4 +96,4 @@ def build_method(name: str, options: dict, encoder: nn.Module, feat_dim: int) ->
 
 
 __all__ = ["SimCLR", "MoCo", "BYOL", "SimSiam", "BarlowTwins", "VICReg", "MoCoV3", "METHODS", "DEFAULT_METHOD",
-           "build_method", "method_module", "method_names", "resolve_options"]
+           "build_method", "method_module", "method_names", "resolve_options", "view_recipe"]

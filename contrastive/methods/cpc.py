@@ -16,10 +16,19 @@ sees the rows it has to predict. With p = 0 (default: it needs no knowledge of t
 the grid is the backbone's local map, whose cells overlap, so predicting a few rows
 ahead is easier than with windows.
 
+Two of CPC v2's additions (Hénaff et al. 2020, sec. 4.1 and fig. 3) are options. `jitter` j
+moves each window by its own random offset of up to j pixels in each direction (the image
+edge-padded) while training: CPC v2 augments every patch on its own, so that two
+overlapping windows cannot be matched by the pixels they share. `directions` 2 adds
+bottom-up predictions and 4 also left-to-right and right-to-left ones (CPC v2's "BU" and
+"HP"): the latent grid is turned by 180 or 90 degrees, the same context network reads it,
+and each direction has its own predictors W_k (CPC v2 gives each direction its own context
+network; sharing it is this file's choice, to keep the weights of a CPU-sized model).
+
 Choices of this file: at most `max_pairs` (prediction, target) pairs per offset are drawn
-at random for the InfoNCE (the full set is (N * H * W)^2 scores). Only top-to-bottom
-prediction, no per-window augmentation. For sequences every position is used (no padding
-mask). Under torchrun the negatives are the process's own (DDP averages the loss).
+at random for the InfoNCE (the full set is (N * H * W)^2 scores). For sequences every
+position is used (no padding mask). Under torchrun the negatives are the process's own
+(DDP averages the loss).
 """
 
 from __future__ import annotations
@@ -44,6 +53,10 @@ class Options:
     patch: int = opt(0, "0: the grid is the encoder's local map (or a sequence's positions); p > 0, for 4-D "
                         "inputs: p x p windows at stride p / 2, each encoded alone (CPC v2: 64 of 256 px; try 8 "
                         "for 28 px digits)")
+    jitter: int = opt(0, "with patch > 0: each window moved by its own random offset of up to this many pixels "
+                         "while training (CPC v2 augments each patch on its own; 0: none)")
+    directions: int = opt(1, "1: top-down predictions; 2: also bottom-up; 4: also left-right and right-left "
+                             "(CPC v2: BU and HP; a sequence takes 1 or 2)", choices=lambda: tuple(ROTATIONS))
     max_pairs: int = opt(2048, "at most this many prediction-target pairs per offset in the InfoNCE (not from the "
                                "papers: bounds the score matrix)")
 
@@ -52,8 +65,29 @@ class Options:
 # unnormalised dot products, and at 0.06 the loss diverged on the embedded digits (small_cnn, 2 epochs) while 0.01
 # took kNN top-1 0.488 -> 0.561 in 3 epochs of 2000 images. LARS 0.3: SimCLR's, not checked.
 BASE_LR = {"sgd": 0.01, "lars": 0.3, "adamw": 2e-4}
-SHAPE = ("steps", "context_hidden", "context_layers", "patch")  # options that shape the weights
+SHAPE = ("steps", "context_hidden", "context_layers", "patch", "directions")  # options that shape the weights
 VIEWS = "one_view"  # one view per item: CPC predicts within an item
+ROTATIONS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3)}  # directions -> quarter turns of the grid (0: top-down)
+
+
+def cut_windows(x: torch.Tensor, p: int, jitter: int = 0) -> tuple[torch.Tensor, int, int]:
+    """(windows (N * rows * cols, C, p, p) in row-major order, rows, cols): the p x p windows of
+    x (N, C, H, W) at stride p // 2. With jitter j > 0 each window is moved by its own random
+    offset in [-j, j] along each axis, the image edge-padded by j, the grid unchanged."""
+    stride = max(1, p // 2)
+    size = p + 2 * jitter
+    if jitter:
+        x = F.pad(x, (jitter,) * 4, mode="replicate")
+    windows = x.unfold(2, size, stride).unfold(3, size, stride)  # (N, C, rows, cols, size, size)
+    n, c, rows, cols = windows.shape[:4]
+    windows = windows.permute(0, 2, 3, 1, 4, 5).reshape(n * rows * cols, c, size, size)
+    if jitter:
+        m, span = len(windows), torch.arange(p, device=x.device)
+        dy, dx = (torch.randint(0, 2 * jitter + 1, (m,), device=x.device) for _ in range(2))
+        items = torch.arange(m, device=x.device)[:, None, None]
+        windows = windows[items, :, (dy[:, None] + span)[:, :, None], (dx[:, None] + span)[:, None, :]]  # (M, p, p, C)
+        windows = windows.permute(0, 3, 1, 2)
+    return windows.contiguous(), rows, cols
 
 
 class RowCausalBlock(nn.Module):
@@ -75,29 +109,38 @@ class CPC(nn.Module):
         self.options = o
         self.context = nn.Sequential(nn.Conv2d(latent_dim, o.context_hidden, 1),
                                      *[RowCausalBlock(o.context_hidden) for _ in range(o.context_layers)])
-        self.predict = nn.ModuleList(nn.Conv2d(o.context_hidden, latent_dim, 1) for _ in range(o.steps))  # W_k
+        # W_k of direction d is predict[d * steps + k - 1]
+        self.predict = nn.ModuleList(nn.Conv2d(o.context_hidden, latent_dim, 1)
+                                     for _ in range(o.steps * len(ROTATIONS[o.directions])))
 
     def latents(self, x: torch.Tensor) -> torch.Tensor:
         """z as a grid (N, D, rows, columns): a sequence (N, D, L) is L rows of one column."""
         p = self.options.patch
         if p > 0 and x.dim() == 4:
-            n, depth = x.shape[:2]
-            windows = x.unfold(2, p, max(1, p // 2)).unfold(3, p, max(1, p // 2))  # (N, depth, rows, cols, p, p)
-            rows, cols = windows.shape[2:4]
-            windows = windows.permute(0, 2, 3, 1, 4, 5).reshape(n * rows * cols, depth, p, p)
+            windows, rows, cols = cut_windows(x, p, self.options.jitter if self.training else 0)
             z = self.encoder(windows)  # (N * rows * cols, feat_dim)
-            return z.view(n, rows, cols, -1).permute(0, 3, 1, 2)  # (N, feat_dim, rows, cols)
+            return z.view(len(x), rows, cols, -1).permute(0, 3, 1, 2)  # (N, feat_dim, rows, cols)
         z = self.encoder.local_features(x)
         return z.unsqueeze(-1) if z.dim() == 3 else z
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         z = self.latents(views[0])  # (N, D, H, W)
+        steps = self.options.steps
+        losses = []
+        for d, turns in enumerate(ROTATIONS[self.options.directions]):
+            losses += self.direction_losses(torch.rot90(z, turns, dims=(2, 3)),
+                                            self.predict[d * steps:(d + 1) * steps])
+        return torch.stack(losses).mean(), {}
+
+    def direction_losses(self, z: torch.Tensor, predict: nn.ModuleList) -> list[torch.Tensor]:
+        """The InfoNCE of each offset k, predicting the rows of z (N, D, H, W) from the rows above."""
         c = self.context(z)  # (N, hidden, H, W); row i from rows <= i
         rows = z.shape[2]
         if rows < 2:
-            raise ValueError(f"CPC needs at least 2 rows (positions) of latents, got {rows}")
+            raise ValueError(f"CPC needs at least 2 rows (positions) of latents in each direction, got {rows}"
+                             + (" (a sequence takes --directions 1 or 2)" if z.shape[3] > 1 else ""))
         losses = []
-        for k, w in enumerate(self.predict[:rows - 1], start=1):
+        for k, w in enumerate(predict[:rows - 1], start=1):
             pred = w(c[:, :, :-k])  # (N, D, H - k, W): predictions for rows k..H-1
             target = z[:, :, k:]  # (N, D, H - k, W)
             pred, target = (t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]) for t in (pred, target))  # (M, D)
@@ -105,7 +148,7 @@ class CPC(nn.Module):
                 keep = torch.randperm(len(pred), device=pred.device)[:self.options.max_pairs]
                 pred, target = pred[keep], target[keep]
             losses.append(cpc_info_nce(pred, target))
-        return torch.stack(losses).mean(), {}
+        return losses
 
     def classifier_neck(self) -> None:
         """Fine-tuning starts from the encoder alone (no head layer is kept)."""

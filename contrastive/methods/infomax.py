@@ -12,6 +12,12 @@ noise-contrastive estimator (losses.local_global_nce_loss: each location against
 location of the other items, for the same global feature). The paper's DIM(L) weights are
 alpha = 0 (global), beta = 1 (local), gamma = 0.1 (prior matching).
 
+`cross_view` is the step from DIM to AMDIM (Bachman et al. 2019, arXiv:1906.00910, sec. 3.2):
+each item is seen in two augmented views, and the local features of each view are scored
+against the global feature of the other (both directions, averaged), so that what the two
+share, and not the pixels one view holds, is what the score rewards. DIM as published sees
+one view (the default).
+
 Not implemented: the global objective (alpha, 0 in DIM(L)) and the adversarial prior
 matching (gamma), which needs a discriminator trained against the encoder. The local map
 is the backbone's last map before pooling (the paper takes an intermediate layer, and
@@ -39,6 +45,8 @@ class Options:
     estimator: str = opt("jsd", "the MI estimator: jsd (Jensen-Shannon, eq. 4, the paper's main choice) or nce "
                                 "(InfoNCE, the paper's alternative with many negatives, sec. 3.1)",
                          choices=lambda: tuple(ESTIMATORS))
+    cross_view: bool = opt(False, "score the locations of each of two augmented views against the other view's "
+                                  "global feature (AMDIM, Bachman et al. 2019); off: one view, DIM as published")
 
 
 # Base lr per 256 images. AdamW 1e-4: the paper trains with Adam at 1e-4 (appendix A.2). SGD 0.01: not from the
@@ -48,6 +56,12 @@ BASE_LR = {"sgd": 0.01, "lars": 0.3, "adamw": 1e-4}
 SHAPE = ("embed_dim", "embed_hidden")  # options that shape the weights
 ESTIMATORS = {"jsd": local_global_jsd_loss, "nce": local_global_nce_loss}
 VIEWS = "one_view"  # one view per item: DIM contrasts an item's parts with its whole, not two views
+TWO_VIEWS = "simclr"  # cross_view: AMDIM's augmentation (crops, colour jitter, grayscale) is SimCLR's family
+
+
+def views(options: Options) -> str:
+    """The view recipe: one view, or two with `cross_view` (AMDIM)."""
+    return TWO_VIEWS if options.cross_view else VIEWS
 
 
 class Embed(nn.Module):
@@ -73,14 +87,21 @@ class DeepInfoMax(nn.Module):
         self.local_embed = Embed(local_dim, o.embed_hidden, o.embed_dim, along_positions=True)
         self.global_embed = Embed(feat_dim, o.embed_hidden, o.embed_dim, along_positions=False)
 
-    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        x = views[0]
-        local = self.encoder.local_features(x)  # (N, D, H, W) or (N, D, L)
-        local = local.flatten(2)  # (N, D, L): locations in a row
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embedded locations (N, E, L), embedded global feature (N, E)) of one view."""
+        local = self.encoder.local_features(x).flatten(2)  # (N, D, L): locations in a row
         pooled = self.encoder(x)  # (N, feat_dim)
-        l, g = self.local_embed(local), self.global_embed(pooled)  # (N, E, L), (N, E)
-        loss = self.local_weight * self.loss(l, g)
-        return loss, {}
+        return self.local_embed(local), self.global_embed(pooled)
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        pairs = [self.embed(x) for x in views[:2]]
+        if len(pairs) == 1:
+            (l, g), = pairs
+            loss = self.loss(l, g)
+        else:  # AMDIM: each view's locations against the other view's global feature
+            (l1, g1), (l2, g2) = pairs
+            loss = (self.loss(l1, g2) + self.loss(l2, g1)) / 2
+        return self.local_weight * loss, {}
 
     def classifier_neck(self) -> None:
         """Fine-tuning starts from the encoder alone (no head layer is kept)."""
