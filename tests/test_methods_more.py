@@ -677,3 +677,18 @@ def test_cpc_directions_turn_the_grid_and_give_each_direction_its_predictors():
     seq4 = cpc.build(cpc.Options(steps=2, context_hidden=8, context_layers=1, directions=4), TokenEncoder(), 8)
     with pytest.raises(ValueError, match="a sequence takes --directions 1 or 2"):
         seq4([torch.randint(0, 11, (4, 9))])
+
+
+def test_layer_norm_small_cnn_keeps_each_item_independent_of_its_batch():
+    from contrastive.image.backbones import small_cnn
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 1, 28, 28)
+    ln, d = build_backbone("small_cnn_grid_ln", 1)
+    bn, _ = build_backbone("small_cnn_grid", 1)
+    assert d == 4 * 32 * 4 and not any(isinstance(m, nn.BatchNorm2d) for m in ln.modules())
+    ln.train(), bn.train()
+    torch.testing.assert_close(ln(x)[:2], ln(x[:2]))  # training mode: no batch statistics
+    assert not torch.allclose(bn(x)[:2], bn(x[:2]))  # batch norm's features depend on the rest of the batch
+    with pytest.raises(ValueError, match="norm must be one of batch, layer"):
+        small_cnn(1, norm="instance")

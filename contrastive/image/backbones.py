@@ -15,6 +15,9 @@ from torch import nn
 from contrastive.errors import ContrastiveError
 
 
+NORMS: dict[str, Callable[[int], nn.Module]] = {"batch": nn.BatchNorm2d, "layer": lambda c: nn.GroupNorm(1, c)}
+
+
 class SmallCNN(nn.Module):
     """Four 3x3 conv-BN-ReLU blocks, two of them strided: trains in minutes on a 2-core CPU.
 
@@ -23,14 +26,19 @@ class SmallCNN(nn.Module):
     (N, 4w * pool^2). pool=1 is global average pooling; a 2x2 grid keeps where the strokes
     are, which global pooling throws away (label-efficiency issue: pooling one trained map
     3x3 instead of 1x1 raised a 40-label linear probe from 0.72 to 0.80).
+
+    norm="layer" puts layer norm (GroupNorm with one group: over each item's channels and
+    locations) where batch norm was, so no item's features depend on the rest of the batch.
     """
 
-    def __init__(self, in_channels: int, width: int = 32, pool: int = 1):
+    def __init__(self, in_channels: int, width: int = 32, pool: int = 1, norm: str = "batch"):
         super().__init__()
         w = width
+        if norm not in NORMS:
+            raise ValueError(f"SmallCNN: norm must be one of {', '.join(NORMS)}, got {norm!r}")
 
         def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), NORMS[norm](cout), nn.ReLU(inplace=True)]
 
         self.features = nn.Sequential(*block(in_channels, w, 1), *block(w, 2 * w, 2), *block(2 * w, 4 * w, 2),
                                       *block(4 * w, 4 * w, 1))
@@ -45,8 +53,8 @@ class SmallCNN(nn.Module):
         return self.pool(self.features(x)).flatten(1)
 
 
-def small_cnn(in_channels: int, width: int = 32, pool: int = 1) -> tuple[nn.Module, int]:
-    net = SmallCNN(in_channels, width, pool)
+def small_cnn(in_channels: int, width: int = 32, pool: int = 1, norm: str = "batch") -> tuple[nn.Module, int]:
+    net = SmallCNN(in_channels, width, pool, norm)
     return net, net.out_dim
 
 
@@ -143,6 +151,9 @@ RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "small_cnn": lambda in_channels, cifar_stem: small_cnn(in_channels),
     "small_cnn_grid": lambda in_channels, cifar_stem: small_cnn(in_channels, pool=2),
+    # CPC v2 (Hénaff et al. 2020, sec. 4.1, "LN"): layer norm instead of batch norm, since batch statistics let
+    # the patches of a batch exchange information and CPC's task be solved through them
+    "small_cnn_grid_ln": lambda in_channels, cifar_stem: small_cnn(in_channels, pool=2, norm="layer"),
     "vit_tiny": lambda in_channels, cifar_stem: vit_tiny(in_channels),  # patch 4, for 28-32 px images
     **{n: (lambda in_channels, cifar_stem, n=n: torchvision_resnet(n, in_channels, cifar_stem)) for n in RESNETS},
 }
