@@ -625,6 +625,9 @@ def test_cpc_jittered_windows_are_shifted_crops_of_the_edge_padded_image():
     plain, rows, cols = cpc.cut_windows(x, 4)
     assert (rows, cols) == (5, 5)
     torch.testing.assert_close(plain[1 * 25 + 3 * 5 + 2], x[1, :, 6:10, 4:8])  # item 1, row 3, column 2
+    tiles, rows_t, cols_t = cpc.cut_windows(x, 4, stride=4)  # windows that share no pixels
+    assert (rows_t, cols_t) == (3, 3)
+    torch.testing.assert_close(tiles[2 * 9 + 1 * 3 + 2], x[2, :, 4:8, 8:12])
     j = 2
     torch.manual_seed(0)
     moved, rows_j, cols_j = cpc.cut_windows(x, 4, jitter=j)

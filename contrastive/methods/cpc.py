@@ -53,6 +53,8 @@ class Options:
     patch: int = opt(0, "0: the grid is the encoder's local map (or a sequence's positions); p > 0, for 4-D "
                         "inputs: p x p windows at stride p / 2, each encoded alone (CPC v2: 64 of 256 px; try 8 "
                         "for 28 px digits)")
+    stride: int = opt(0, "with patch > 0: the step between windows; 0: half the window (CPC v2's overlap); "
+                         "the window's side: windows that share no pixels")
     jitter: int = opt(0, "with patch > 0: each window moved by its own random offset of up to this many pixels "
                          "while training (CPC v2 augments each patch on its own; 0: none)")
     directions: int = opt(1, "1: top-down predictions; 2: also bottom-up; 4: also left-right and right-left "
@@ -70,11 +72,11 @@ VIEWS = "one_view"  # one view per item: CPC predicts within an item
 ROTATIONS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3)}  # directions -> quarter turns of the grid (0: top-down)
 
 
-def cut_windows(x: torch.Tensor, p: int, jitter: int = 0) -> tuple[torch.Tensor, int, int]:
+def cut_windows(x: torch.Tensor, p: int, jitter: int = 0, stride: int = 0) -> tuple[torch.Tensor, int, int]:
     """(windows (N * rows * cols, C, p, p) in row-major order, rows, cols): the p x p windows of
-    x (N, C, H, W) at stride p // 2. With jitter j > 0 each window is moved by its own random
+    x (N, C, H, W) at `stride` (0: p // 2). With jitter j > 0 each window is moved by its own random
     offset in [-j, j] along each axis, the image edge-padded by j, the grid unchanged."""
-    stride = max(1, p // 2)
+    stride = stride or max(1, p // 2)
     size = p + 2 * jitter
     if jitter:
         x = F.pad(x, (jitter,) * 4, mode="replicate")
@@ -117,7 +119,8 @@ class CPC(nn.Module):
         """z as a grid (N, D, rows, columns): a sequence (N, D, L) is L rows of one column."""
         p = self.options.patch
         if p > 0 and x.dim() == 4:
-            windows, rows, cols = cut_windows(x, p, self.options.jitter if self.training else 0)
+            windows, rows, cols = cut_windows(x, p, self.options.jitter if self.training else 0,
+                                              self.options.stride)
             z = self.encoder(windows)  # (N * rows * cols, feat_dim)
             return z.view(len(x), rows, cols, -1).permute(0, 3, 1, 2)  # (N, feat_dim, rows, cols)
         z = self.encoder.local_features(x)
