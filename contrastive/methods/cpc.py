@@ -29,6 +29,10 @@ Choices of this file: at most `max_pairs` (prediction, target) pairs per offset 
 at random for the InfoNCE (the full set is (N * H * W)^2 scores). For sequences every
 position is used (no padding mask). Under torchrun the negatives are the process's own
 (DDP averages the loss).
+
+`cross_view` (not from the papers) takes the targets from a second augmented view of the
+item: the context reads view 1's rows, and the latents it must pick out are view 2's,
+a whole-view counterpart of augmenting the context and target patches apart.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class Options:
                          "while training (CPC v2 augments each patch on its own; 0: none)")
     directions: int = opt(1, "1: top-down predictions; 2: also bottom-up; 4: also left-right and right-left "
                              "(CPC v2: BU and HP; a sequence takes 1 or 2)", choices=lambda: tuple(ROTATIONS))
+    cross_view: bool = opt(False, "take the targets from a second augmented view of each item, so that context "
+                                  "and targets never share an augmentation (a whole-view form of CPC v2's "
+                                  "per-patch augmentation; not from the papers); off: one view")
     max_pairs: int = opt(2048, "at most this many prediction-target pairs per offset in the InfoNCE (not from the "
                                "papers: bounds the score matrix)")
 
@@ -70,6 +77,12 @@ BASE_LR = {"sgd": 0.01, "lars": 0.3, "adamw": 2e-4}
 SHAPE = ("steps", "context_hidden", "context_layers", "patch", "directions")  # options that shape the weights
 VIEWS = "one_view"  # one view per item: CPC predicts within an item
 ROTATIONS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3)}  # directions -> quarter turns of the grid (0: top-down)
+TWO_VIEWS = "simclr"  # cross_view: two views of SimCLR's family (colour, as CPC v2's colour dropping; crops)
+
+
+def views(options: Options) -> str:
+    """The view recipe: one view, or two with `cross_view`."""
+    return TWO_VIEWS if options.cross_view else VIEWS
 
 
 def cut_windows(x: torch.Tensor, p: int, jitter: int = 0, stride: int = 0) -> tuple[torch.Tensor, int, int]:
@@ -128,15 +141,19 @@ class CPC(nn.Module):
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         z = self.latents(views[0])  # (N, D, H, W)
+        if self.options.cross_view and len(views) < 2:
+            raise ValueError("CPC with cross_view needs two views of each item")
+        targets = self.latents(views[1]) if self.options.cross_view else z
         steps = self.options.steps
         losses = []
         for d, turns in enumerate(ROTATIONS[self.options.directions]):
-            losses += self.direction_losses(torch.rot90(z, turns, dims=(2, 3)),
-                                            self.predict[d * steps:(d + 1) * steps])
+            turn = lambda t: torch.rot90(t, turns, dims=(2, 3))  # noqa: E731
+            losses += self.direction_losses(turn(z), turn(targets), self.predict[d * steps:(d + 1) * steps])
         return torch.stack(losses).mean(), {}
 
-    def direction_losses(self, z: torch.Tensor, predict: nn.ModuleList) -> list[torch.Tensor]:
-        """The InfoNCE of each offset k, predicting the rows of z (N, D, H, W) from the rows above."""
+    def direction_losses(self, z: torch.Tensor, targets: torch.Tensor, predict: nn.ModuleList) -> list[torch.Tensor]:
+        """The InfoNCE of each offset k: from the rows of z (N, D, H, W) above, predict the rows of targets
+        (z itself, or the same grid in a second view)."""
         c = self.context(z)  # (N, hidden, H, W); row i from rows <= i
         rows = z.shape[2]
         if rows < 2:
@@ -145,7 +162,7 @@ class CPC(nn.Module):
         losses = []
         for k, w in enumerate(predict[:rows - 1], start=1):
             pred = w(c[:, :, :-k])  # (N, D, H - k, W): predictions for rows k..H-1
-            target = z[:, :, k:]  # (N, D, H - k, W)
+            target = targets[:, :, k:]  # (N, D, H - k, W)
             pred, target = (t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]) for t in (pred, target))  # (M, D)
             if len(pred) > self.options.max_pairs:
                 keep = torch.randperm(len(pred), device=pred.device)[:self.options.max_pairs]
