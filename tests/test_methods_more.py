@@ -705,17 +705,20 @@ def test_cpc_cross_view_predicts_the_second_views_rows_from_the_first_views_cont
     model.eval()
     x1, x2 = torch.randn(4, 1, 16, 16), torch.randn(4, 1, 16, 16)  # 4 x 4 maps
     with torch.no_grad():
+        for w in model.predict:
+            w.weight.mul_(30.0)  # scores far from zero: each InfoNCE away from its log M at initialisation
         z1, z2 = enc.local_features(x1), enc.local_features(x2)
-        c = model.context(z1)
         losses = []
-        for k in (1, 2):
-            p = model.predict[k - 1](c[:, :, :-k]).permute(0, 2, 3, 1).reshape(-1, d)
-            t = z2[:, :, k:].permute(0, 2, 3, 1).reshape(-1, d)
-            losses.append(cpc_info_nce(p, t))
-        torch.testing.assert_close(model([x1, x2])[0], sum(losses) / 2)
+        for context, target in ((z1, z2), (z2, z1)):  # both ways
+            c = model.context(context)
+            for k in (1, 2):
+                p = model.predict[k - 1](c[:, :, :-k]).permute(0, 2, 3, 1).reshape(-1, d)
+                t = target[:, :, k:].permute(0, 2, 3, 1).reshape(-1, d)
+                losses.append(cpc_info_nce(p, t))
+        torch.testing.assert_close(model([x1, x2])[0], sum(losses) / 4)
         one_view = cpc.build(cpc.Options(steps=2, context_hidden=8, context_layers=1), enc, d)
         one_view.load_state_dict(model.state_dict())
-        assert not torch.allclose(one_view.eval()([x1, x2])[0], sum(losses) / 2)  # off: view 2 is not read
+        assert not torch.allclose(one_view.eval()([x1, x2])[0], sum(losses) / 4)  # off: view 2 is not read
     with pytest.raises(ValueError, match="two views"):
         model([x1])
     assert view_recipe("cpc", {"cross_view": False}) == "one_view"

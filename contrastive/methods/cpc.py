@@ -31,8 +31,9 @@ position is used (no padding mask). Under torchrun the negatives are the process
 (DDP averages the loss).
 
 `cross_view` (not from the papers) takes the targets from a second augmented view of the
-item: the context reads view 1's rows, and the latents it must pick out are view 2's,
-a whole-view counterpart of augmenting the context and target patches apart.
+item: the context reads one view's rows, and the latents it must pick out are the other
+view's (both ways, averaged), a whole-view counterpart of augmenting the context and
+target patches apart.
 """
 
 from __future__ import annotations
@@ -141,14 +142,19 @@ class CPC(nn.Module):
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         z = self.latents(views[0])  # (N, D, H, W)
-        if self.options.cross_view and len(views) < 2:
+        if not self.options.cross_view:
+            pairs = [(z, z)]
+        elif len(views) < 2:
             raise ValueError("CPC with cross_view needs two views of each item")
-        targets = self.latents(views[1]) if self.options.cross_view else z
+        else:  # each view's context predicts the other view's rows, both ways
+            z2 = self.latents(views[1])
+            pairs = [(z, z2), (z2, z)]
         steps = self.options.steps
         losses = []
-        for d, turns in enumerate(ROTATIONS[self.options.directions]):
-            turn = lambda t: torch.rot90(t, turns, dims=(2, 3))  # noqa: E731
-            losses += self.direction_losses(turn(z), turn(targets), self.predict[d * steps:(d + 1) * steps])
+        for context, targets in pairs:
+            for d, turns in enumerate(ROTATIONS[self.options.directions]):
+                turn = lambda t: torch.rot90(t, turns, dims=(2, 3))  # noqa: E731
+                losses += self.direction_losses(turn(context), turn(targets), self.predict[d * steps:(d + 1) * steps])
         return torch.stack(losses).mean(), {}
 
     def direction_losses(self, z: torch.Tensor, targets: torch.Tensor, predict: nn.ModuleList) -> list[torch.Tensor]:
