@@ -387,6 +387,12 @@ def test_infomax_cross_view_scores_each_views_locations_against_the_other_global
         expected = (local_global_nce_loss(l1, g2) + local_global_nce_loss(l2, g1)) / 2
         assert not torch.allclose(expected, local_global_nce_loss(l1, g1))  # not the one-view loss
     torch.testing.assert_close(model([x1, x2])[0], expected)
+    with pytest.raises(ValueError, match="two views"):
+        model([x1])
+    one_view = infomax.build(infomax.Options(embed_dim=8, embed_hidden=8, estimator="nce"), enc, d)
+    one_view.load_state_dict(model.state_dict())
+    with torch.no_grad():  # off: a second view (the code modality always makes two) is not read
+        torch.testing.assert_close(one_view([x1, x2])[0], local_global_nce_loss(l1, g1))
     # the option picks the views the data modality makes: one as published, two for AMDIM
     assert view_recipe("infomax", {**SMALL["infomax"], "cross_view": False}) == "one_view"
     two = view_recipe("infomax", {**SMALL["infomax"], "cross_view": True})

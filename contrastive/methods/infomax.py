@@ -82,7 +82,7 @@ class DeepInfoMax(nn.Module):
         super().__init__()
         o = options
         self.encoder = encoder
-        self.local_weight = o.local_weight
+        self.local_weight, self.cross_view = o.local_weight, o.cross_view
         self.loss = ESTIMATORS[o.estimator]
         self.local_embed = Embed(local_dim, o.embed_hidden, o.embed_dim, along_positions=True)
         self.global_embed = Embed(feat_dim, o.embed_hidden, o.embed_dim, along_positions=False)
@@ -94,12 +94,12 @@ class DeepInfoMax(nn.Module):
         return self.local_embed(local), self.global_embed(pooled)
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        pairs = [self.embed(x) for x in views[:2]]
-        if len(pairs) == 1:
-            (l, g), = pairs
-            loss = self.loss(l, g)
+        if not self.cross_view:
+            loss = self.loss(*self.embed(views[0]))
+        elif len(views) < 2:
+            raise ValueError("Deep InfoMax with cross_view needs two views of each item")
         else:  # AMDIM: each view's locations against the other view's global feature
-            (l1, g1), (l2, g2) = pairs
+            (l1, g1), (l2, g2) = self.embed(views[0]), self.embed(views[1])
             loss = (self.loss(l1, g2) + self.loss(l2, g1)) / 2
         return self.local_weight * loss, {}
 
