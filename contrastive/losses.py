@@ -341,7 +341,13 @@ def local_global_jsd_loss(local: torch.Tensor, global_: torch.Tensor) -> torch.T
     return -jsd_mutual_information(scores[same], scores[~same])
 
 
-def local_global_nce_loss(local: torch.Tensor, global_: torch.Tensor) -> torch.Tensor:
+# AMDIM's score stabilisers (Bachman et al. 2019; official costs.py): scores divided by sqrt(dimension), their
+# mean square times 0.05 added to the loss, then soft-clipped to [-10, 10] by 10 tanh(s / 10).
+AMDIM_CLIP = 10.0
+AMDIM_PENALTY = 0.05
+
+
+def local_global_nce_loss(local: torch.Tensor, global_: torch.Tensor, stabilise: bool = False) -> torch.Tensor:
     """Local Deep InfoMax with the noise-contrastive (InfoNCE) estimator (Hjelm et al. 2019, sec. 3.1,
     eq. 5, one of the paper's three MI estimators beside JSD and Donsker-Varadhan).
 
@@ -352,12 +358,20 @@ def local_global_nce_loss(local: torch.Tensor, global_: torch.Tensor) -> torch.T
 
     with s the dot product. local: (N, D, L); global_: (N, D). Since the negatives depend on i
     only, the sum is one log-sum-exp per item: L = mean softplus(lse_i - s(l_ij, g_i)).
+
+    stabilise: AMDIM's form of the scores, s = c tanh(l . g / (sqrt(D) c)) with c = AMDIM_CLIP,
+    and AMDIM_PENALTY times the mean of (l . g / sqrt(D))^2 over all scores added to the loss.
     """
     scores, same = _local_global_scores("local_global_nce_loss", local, global_)
+    penalty = 0.0
+    if stabilise:
+        scores = scores / math.sqrt(local.shape[1])
+        penalty = AMDIM_PENALTY * scores.square().mean()
+        scores = AMDIM_CLIP * torch.tanh(scores / AMDIM_CLIP)
     scores = scores.transpose(0, 1)  # (N, N, L): global i x item k's locations
     positive = scores[same]  # (N, L): item i's own locations against global i
     negative = scores.masked_fill(same[:, :, None], float("-inf")).flatten(1).logsumexp(dim=1)  # (N,)
-    return F.softplus(negative[:, None] - positive).mean()
+    return F.softplus(negative[:, None] - positive).mean() + penalty
 
 
 def cpc_info_nce(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

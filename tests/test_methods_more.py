@@ -149,6 +149,28 @@ def test_local_global_nce_against_a_naive_loop_and_closed_forms():
         local_global_nce_loss(rand(1, d, l), rand(1, d))
 
 
+def test_local_global_nce_stabilised_as_amdim_scores_it():
+    n, d, l = 3, 4, 2
+    local, global_ = rand(n, d, l) * 20, rand(n, d, seed=1) * 20  # raw scores far beyond the clip
+
+    def score(k, m, i):  # AMDIM: scaled by sqrt(d), soft-clipped at 10
+        return 10.0 * math.tanh(float(local[k, :, m] @ global_[i]) / math.sqrt(d) / 10.0)
+
+    raw_squares = [(float(local[k, :, m] @ global_[i]) / math.sqrt(d)) ** 2
+                   for i in range(n) for k in range(n) for m in range(l)]
+    terms = []
+    for i in range(n):
+        negatives = [score(k, m, i) for k in range(n) if k != i for m in range(l)]
+        for j in range(l):
+            logits = torch.tensor([score(i, j, i)] + negatives, dtype=D64)
+            terms.append(-torch.log_softmax(logits, 0)[0])
+    expected = torch.stack(terms).mean() + 0.05 * sum(raw_squares) / len(raw_squares)
+    torch.testing.assert_close(local_global_nce_loss(local, global_, stabilise=True), expected)
+    # every score clipped to +-10: the ranking term is bounded by log(1 + (N-1) L) + 20
+    assert local_global_nce_loss(local, global_, stabilise=True) - 0.05 * sum(raw_squares) / len(raw_squares) \
+        <= math.log(1 + (n - 1) * l) + 20
+
+
 # --- CPC's InfoNCE -------------------------------------------------------------------------------
 
 
@@ -389,6 +411,14 @@ def test_infomax_cross_view_scores_each_views_locations_against_the_other_global
     torch.testing.assert_close(model([x1, x2])[0], expected)
     with pytest.raises(ValueError, match="two views"):
         model([x1])
+    stable = infomax.build(infomax.Options(embed_dim=8, embed_hidden=8, estimator="nce", cross_view=True,
+                                           stabilise=True), enc, d)
+    stable.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(stable([x1, x2])[0], (local_global_nce_loss(l1, g2, stabilise=True)
+                                                         + local_global_nce_loss(l2, g1, stabilise=True)) / 2)
+    with pytest.raises(ValueError, match="stabilise applies to estimator nce"):
+        infomax.build(infomax.Options(embed_dim=8, embed_hidden=8, stabilise=True), enc, d)
     one_view = infomax.build(infomax.Options(embed_dim=8, embed_hidden=8, estimator="nce"), enc, d)
     one_view.load_state_dict(model.state_dict())
     with torch.no_grad():  # off: a second view (the code modality always makes two) is not read

@@ -27,6 +27,7 @@ the process's own items (the loss is per batch; DDP averages it).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,9 @@ class Options:
     estimator: str = opt("jsd", "the MI estimator: jsd (Jensen-Shannon, eq. 4, the paper's main choice) or nce "
                                 "(InfoNCE, the paper's alternative with many negatives, sec. 3.1)",
                          choices=lambda: tuple(ESTIMATORS))
+    stabilise: bool = opt(False, "with estimator nce: AMDIM's stabilised scores (divided by sqrt(embed_dim), "
+                                 "soft-clipped at 10, mean square times 0.05 added; official costs.py); off: raw "
+                                 "dot products, as DIM")
     cross_view: bool = opt(False, "score the locations of each of two augmented views against the other view's "
                                   "global feature (AMDIM, Bachman et al. 2019); off: one view, DIM as published")
 
@@ -84,6 +88,10 @@ class DeepInfoMax(nn.Module):
         self.encoder = encoder
         self.local_weight, self.cross_view = o.local_weight, o.cross_view
         self.loss = ESTIMATORS[o.estimator]
+        if o.stabilise:
+            if o.estimator != "nce":
+                raise ValueError("stabilise applies to estimator nce (AMDIM's), not " + o.estimator)
+            self.loss = functools.partial(local_global_nce_loss, stabilise=True)
         self.local_embed = Embed(local_dim, o.embed_hidden, o.embed_dim, along_positions=True)
         self.global_embed = Embed(feat_dim, o.embed_hidden, o.embed_dim, along_positions=False)
 
