@@ -56,8 +56,8 @@ class Options:
     context_hidden: int = opt(256, "width of the context network (not from the papers: a CPU-sized choice)")
     context_layers: int = opt(3, "row-causal residual blocks of the context network (CPC v2 uses a deeper masked-convolution network)")
     patch: int = opt(0, "0: the grid is the encoder's local map (or a sequence's positions); p > 0, for 4-D "
-                        "inputs: p x p windows at stride p / 2, each encoded alone (CPC v2: 64 of 256 px; try 8 "
-                        "for 28 px digits)")
+                        "inputs: p x p windows at stride p / 2, each encoded alone (CPC v2: 64 of 256 px; on 28 px "
+                        "digits 14, a 3 x 3 grid, did best)")
     stride: int = opt(0, "with patch > 0: the step between windows; 0: half the window (CPC v2's overlap); "
                          "the window's side: windows that share no pixels")
     jitter: int = opt(0, "with patch > 0: each window moved by its own random offset of up to this many pixels "
