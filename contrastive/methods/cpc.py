@@ -17,9 +17,9 @@ the grid is the backbone's local map, whose cells overlap, so predicting a few r
 ahead is easier than with windows.
 
 Two of CPC v2's additions (Hénaff et al. 2020, sec. 4.1 and fig. 3) are options. `jitter` j
-moves each window by its own random offset of up to j pixels in each direction (the image
+moves each window by its own random offset of up to j input positions along each axis (the input
 edge-padded) while training: CPC v2 augments every patch on its own, so that two
-overlapping windows cannot be matched by the pixels they share. `directions` 2 adds
+overlapping windows cannot be matched by the input they share. `directions` 2 adds
 bottom-up predictions and 4 also left-to-right and right-to-left ones (CPC v2's "BU" and
 "HP"): the latent grid is turned by 180 or 90 degrees, the same context network reads it,
 and each direction has its own predictors W_k (CPC v2 gives each direction its own context
@@ -59,9 +59,9 @@ class Options:
                         "inputs: p x p windows at stride p / 2, each encoded alone (CPC v2: 64 of 256 px; on 28 px "
                         "digits 14, a 3 x 3 grid, did best)")
     stride: int = opt(0, "with patch > 0: the step between windows; 0: half the window (CPC v2's overlap); "
-                         "the window's side: windows that share no pixels")
-    jitter: int = opt(0, "with patch > 0: each window moved by its own random offset of up to this many pixels "
-                         "while training (CPC v2 augments each patch on its own; 0: none)")
+                         "the window's side: windows that do not overlap")
+    jitter: int = opt(0, "with patch > 0: each window moved by its own random offset of up to this many input "
+                         "positions along each axis while training (CPC v2 augments each patch on its own; 0: none)")
     directions: int = opt(1, "1: top-down predictions; 2: also bottom-up; 4: also left-right and right-left "
                              "(CPC v2: BU and HP; a sequence takes 1 or 2)", choices=lambda: tuple(ROTATIONS))
     cross_view: bool = opt(False, "take the targets from a second augmented view of each item, so that context "

@@ -15,7 +15,7 @@ alpha = 0 (global), beta = 1 (local), gamma = 0.1 (prior matching).
 `cross_view` is the step from DIM to AMDIM (Bachman et al. 2019, arXiv:1906.00910, sec. 3.2):
 each item is seen in two augmented views, and the local features of each view are scored
 against the global feature of the other (both directions, averaged), so that what the two
-share, and not the pixels one view holds, is what the score rewards. DIM as published sees
+share, and not the input one view holds, is what the score rewards. DIM as published sees
 one view (the default).
 
 Not implemented: the global objective (alpha, 0 in DIM(L)) and the adversarial prior
