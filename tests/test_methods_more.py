@@ -419,6 +419,12 @@ def test_infomax_cross_view_scores_each_views_locations_against_the_other_global
                                                          + local_global_nce_loss(l2, g1, stabilise=True)) / 2)
     with pytest.raises(ValueError, match="stabilise applies to estimator nce"):
         infomax.build(infomax.Options(embed_dim=8, embed_hidden=8, stabilise=True), enc, d)
+    from contrastive.errors import ContrastiveError
+    from contrastive.methods import resolve_options
+
+    with pytest.raises(ContrastiveError, match="add --estimator nce or drop --stabilise"):
+        resolve_options("infomax", {"stabilise": True})  # the command line's check, before any training
+    assert resolve_options("infomax", {"stabilise": True, "estimator": "nce"})["stabilise"] is True
     one_view = infomax.build(infomax.Options(embed_dim=8, embed_hidden=8, estimator="nce"), enc, d)
     one_view.load_state_dict(model.state_dict())
     with torch.no_grad():  # off: a second view (the code modality always makes two) is not read

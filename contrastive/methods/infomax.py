@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from contrastive.errors import ContrastiveError
 from contrastive.fields import opt
 from contrastive.losses import local_global_jsd_loss, local_global_nce_loss
 
@@ -61,6 +62,14 @@ SHAPE = ("embed_dim", "embed_hidden")  # options that shape the weights
 ESTIMATORS = {"jsd": local_global_jsd_loss, "nce": local_global_nce_loss}
 VIEWS = "one_view"  # one view per item: DIM contrasts an item's parts with its whole, not two views
 TWO_VIEWS = "simclr"  # cross_view: AMDIM's augmentation (crops, colour jitter, grayscale) is SimCLR's family
+
+
+def finish(options: Options, *, world_size: int = 1, local_batch: int = 1) -> Options:
+    """Checks the options that only go together: AMDIM's stabilised scores are for the NCE estimator."""
+    if options.stabilise and options.estimator != "nce":
+        raise ContrastiveError(f"--stabilise is for the NCE estimator (AMDIM's scores), not {options.estimator}; "
+                               f"add --estimator nce or drop --stabilise")
+    return options
 
 
 def views(options: Options) -> str:
