@@ -187,7 +187,8 @@ def setup(cfg: PretrainConfig, data=None, log=print, callbacks=()) -> Run:
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     scheduler = build_scheduler(optimizer, total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
-    views = reader.handler.pretrain_views(view_recipe(cfg.method, cfg.method_options), train, reader.inputs, cfg.data_options)
+    views = reader.handler.pretrain_views(view_recipe(cfg.method, cfg.method_options), train, reader.inputs,
+                                          cfg.data_options)
     monitors = [KnnMonitor()] if cfg.knn.every > 0 and data.test is not None and train.has_labels else []
     monitors += watchers  # after the kNN monitor, so they see its number in the epoch record
     return Run(cfg, data, train, reader, device, model, forward, optimizer, scheduler, views, run_dir,
