@@ -8,6 +8,9 @@ device), and a function over one item for data read item by item through a DataL
 Randomness is a function of the arguments alone: the batched path seeds its generator
 once with `epoch_seed`, or per batch with `batch_seed(b)`; the per-item path seeds each
 item from (epoch_seed, index). So a run resumed at batch `start` draws what it would have.
+
+What a method asks of a modality is a `ViewSpec`: how many views, of which recipe family. The
+modality honours it (`Views`) or refuses it with a one-line error naming both.
 """
 
 from __future__ import annotations
@@ -18,9 +21,30 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from contrastive.errors import ContrastiveError
+
 
 def _same(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """The views a method needs of each item: `global_views` of the recipe family `family` (the name a
+    modality knows its recipes by, e.g. the paper whose augmentations they are), then `local_views`
+    smaller ones (multi-crop). local_views None: as many as the modality makes by default."""
+
+    family: str
+    global_views: int = 2
+    local_views: int | None = 0
+    method: str = ""  # the method asking, for messages (set by contrastive.methods.view_spec)
+
+    def refusal(self, modality: str, why: str, fix: str) -> ContrastiveError:
+        """The one-line error of a modality that cannot make these views."""
+        local = "" if not self.local_views else f" + {self.local_views} local"
+        asked = f"{self.global_views} global{local} '{self.family}' views"
+        return ContrastiveError(f"{self.method or 'the method'} needs {asked}, which the {modality} modality cannot "
+                                f"make: {why}; {fix}")
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,13 @@
 A run is described by one frozen `PretrainConfig`. What belongs to a method (temperature,
 head shape, queue, EMA rate, ...) is declared in that method's file (`Options`, see
 contrastive.methods) and carried here as `method_options`; what belongs to a kind of data
-(image size, view strength, ...) is declared by its modality (contrastive.modality) and
-carried as `data_options`. Given values go in those dicts; `resolve()` fills every default
-once, from the method, the optimizer, the data and the processes, and returns a new config:
-the one the run uses, logs and saves in every checkpoint. Nothing changes it afterwards.
+(image size, view strength, ...) is declared by its modality (contrastive.modality_base) and
+carried as `data_options`. Before resolve() they hold what was typed (a dict of the given
+options, as the command line gives them, or an Options instance); `resolve()` fills every
+default once, from the method, the optimizer, the data and the processes, and returns a new
+config holding the method's and the modality's Options instances: the one the run uses, logs
+and saves in every checkpoint (as plain dicts, `to_dict`; `from_dict` rebuilds the instances).
+Nothing changes it afterwards.
 
 The command line is generated from these fields (contrastive.fields), so each default and
 its help are written here and nowhere else.
@@ -20,10 +23,9 @@ from dataclasses import dataclass
 from contrastive.device import pick_device
 from contrastive.errors import ContrastiveError
 from contrastive.fields import opt
-from contrastive.modality import backbone_help, data_help, modality_of
-from contrastive.methods import DEFAULT_METHOD, method_module, method_names, resolve_options
+from contrastive.modality import backbone_help, data_help, modality_named, modality_of
+from contrastive.methods import DEFAULT_METHOD, OPTIMIZERS, MethodOptions, method_module, method_names, resolve_options
 
-OPTIMIZERS = ("sgd", "lars", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 WEIGHT_DECAY = {
@@ -87,8 +89,9 @@ class PretrainConfig:
                                  "AVX512-BF16/AMX), else fp32", choices=PRECISIONS)
 
     # --- the method's and the data's own options (declared beside them) ---------------
-    method_options: dict = opt(default_factory=dict, cli=False)
-    data_options: dict = opt(default_factory=dict, cli=False)
+    # given: a dict of the typed options (or an Options instance); resolved: the Options instances
+    method_options: MethodOptions | dict = opt(default_factory=dict, cli=False)
+    data_options: object = opt(default_factory=dict, cli=False)
 
     # --- batch norm and many processes (torchrun) ----------------------------------
     sync_bn: bool = opt(False, "under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm; "
@@ -126,9 +129,9 @@ class PretrainConfig:
         replace the fields of the same name (a resolved config is final)."""
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("precision", self.precision, PRECISIONS)
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ContrastiveError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
+            if value is not None and value < 1:
+                raise ContrastiveError(f"{flag} must be at least 1, got {value}")
         if self.batch_size is not None and self.batch_size % world_size:
             raise ContrastiveError(f"--batch-size {self.batch_size} is the global batch and must divide evenly over "
                                    f"{world_size} processes; pass a multiple of {world_size}")
@@ -139,8 +142,6 @@ class PretrainConfig:
         lr = method.BASE_LR[self.optimizer] if self.lr is None else self.lr
         options = resolve_options(self.method, self.method_options, world_size=world_size,
                                   local_batch=batch_size // world_size)
-        if options.get("temperature") is not None and options["temperature"] <= 0:
-            raise ContrastiveError(f"--temperature must be positive, got {options['temperature']}")
         return dataclasses.replace(
             self,
             backbone=self.backbone or modality.default_backbone(data, pick_device(self.device).type),
@@ -150,7 +151,7 @@ class PretrainConfig:
             weight_decay=WEIGHT_DECAY[self.optimizer] if self.weight_decay is None else self.weight_decay,
             warmup_epochs=min(10.0, 0.1 * self.epochs) if self.warmup_epochs is None else self.warmup_epochs,
             method_options=options,
-            data_options=modality.resolve(self.data_options, data),
+            data_options=modality.resolve(modality.options(self.data_options), data),
             modality=modality.name,
             world_size=world_size,
             precision=precision or self.precision,
@@ -163,11 +164,22 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PretrainConfig":
+        """The config a file saved (`to_dict`, or a checkpoint's "config"); a resolved one (it names its
+        modality) gets its method's and its modality's Options back from their dicts."""
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         if isinstance(d.get("knn"), dict):
             d["knn"] = KnnConfig(**d["knn"])
+        if d.get("modality") is not None:
+            d["method_options"] = method_module(d["method"]).Options.from_dict(d.get("method_options", {}))
+            d["data_options"] = saved_options(modality_named(d["modality"]).Options, d.get("data_options", {}))
         return cls(**d)
+
+
+def saved_options(cls: type, saved: dict):
+    """`cls` (an Options dataclass) from a saved dict; keys that are no longer options are left out."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in saved.items() if k in known})
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -8,17 +8,17 @@ then feed it without knowing the training statistics.
 Each format is checked before it is kept: the written file is run back (onnxruntime, torch.jit.load,
 or rebuilt from safetensors + JSON) on batches of 3 and 5, sizes the export never saw, so a batch
 axis that was frozen at export time fails here instead of in production. Files go to temporary
-names beside their targets and are renamed only once the check passes: a failed export leaves
-nothing behind.
+names beside their targets and are renamed only once the check passes (contrastive.files): a failed
+export leaves nothing behind.
 
 safetensors holds weights only; `FILE.json` beside it holds what rebuilds the module with this
 package (`load_safetensors`) and a sha256 of the weights and that JSON, so a file changed or damaged
 after export is refused (a check, not a signature: whoever rewrites both can recompute it).
+The command's flags and handler are in contrastive.cli.export.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from contrastive.checkpoint import load_checkpoint, write_files_atomic
+from contrastive import files
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.classifier import KIND as CLASSIFIER
 from contrastive.evaluate.classifier import Classifier, load_classifier, reader_of
@@ -62,7 +62,7 @@ def load_exportable(path) -> Exportable:
     """A classifier file (its "kind" says so) or, failing that, a pretraining checkpoint's encoder.
 
     The encoder's record drops the neck: the pretraining head is not part of what is exported."""
-    ckpt = load_checkpoint(path)  # read once: its "kind" decides which loader rebuilds it
+    ckpt = files.load(path, (files.CHECKPOINT, CLASSIFIER))  # read once: its "kind" decides which loader rebuilds it
     if ckpt.get("kind") == CLASSIFIER:
         model, meta = load_classifier(path, ckpt)
         reader, record, classes = reader_of(model), dict(model.record), list(meta["data"]["classes"])
@@ -240,7 +240,7 @@ def digest_of(weights, spec: dict) -> str:
     return digest.hexdigest()
 
 
-# --- writing and the command ------------------------------------------------------------------
+# --- writing ----------------------------------------------------------------------------------
 
 def planned_files(ex: Exportable, fmt: str, path: Path, tolerance: float) -> dict[Path, Callable[[Path], None]]:
     if fmt == "onnx":
@@ -259,17 +259,3 @@ def input_contract(ex: Exportable) -> str:
 def output_width(ex: Exportable) -> int:
     with torch.no_grad():
         return ex.module(ex.reader.handler.example_input(ex.reader.inputs, 1)).shape[1]
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    if not args.tolerance >= 0:
-        raise ContrastiveError(f"--tolerance must be 0 or more, got {args.tolerance:g}; pass e.g. 1e-4")
-    path = Path(args.out) if args.out else Path(args.model).with_suffix(SUFFIXES[args.format])
-    if path.resolve() == Path(args.model).resolve():
-        raise ContrastiveError(f"--out {path} is the model file itself; choose another --out")
-    ex = load_exportable(args.model)
-    write_files_atomic(planned_files(ex, args.format, path, args.tolerance))
-    also = f" (+ {spec_path(path).name})" if args.format == "safetensors" else ""
-    print(f"exported {ex.kind} ({ex.record['backbone']}) as {args.format} to {path}{also}: "
-          f"input {input_contract(ex)} -> {ex.output} (N, {output_width(ex)})")
-    return 0

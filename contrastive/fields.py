@@ -25,14 +25,15 @@ from contrastive.errors import ContrastiveError
 
 
 def opt(default=MISSING, help: str = "", *, default_factory=MISSING, choices=None, flag: str | None = None,
-        cli: bool = True, short: str | None = None) -> dataclasses.Field:
+        cli: bool = True, short: str | None = None, positive: bool = False) -> dataclasses.Field:
     """A dataclass field whose metadata describes its flag.
 
     `choices` is a tuple, or a zero-argument callable returning one (called when the parser is
     built, so a registry can fill it); `flag` overrides the flag name (e.g. "--k"); `short` adds a
-    short flag (e.g. "-e"); `cli=False` keeps the field off the command line (derived values).
+    short flag (e.g. "-e"); `cli=False` keeps the field off the command line (derived values);
+    `positive`: a value of 0 or less is refused (check_positive).
     """
-    metadata = {"help": help, "choices": choices, "flag": flag, "cli": cli, "short": short}
+    metadata = {"help": help, "choices": choices, "flag": flag, "cli": cli, "short": short, "positive": positive}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -219,3 +220,13 @@ def options_from(cls, given: dict, owner: str):
     if unknown:
         raise ContrastiveError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} is not an option of {owner}")
     return cls(**given)
+
+
+def check_positive(options) -> None:
+    """A one-line error for the first field of the dataclass instance `options` declared `positive` whose
+    value is set and not above 0 ("--temperature must be positive, got 0.0")."""
+    values = dataclasses.asdict(options)
+    for f in dataclasses.fields(options):
+        value = values[f.name]
+        if f.metadata.get("positive") and value is not None and value <= 0:
+            raise ContrastiveError(f"--{f.name.replace('_', '-')} must be positive, got {value}")

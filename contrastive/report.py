@@ -12,68 +12,55 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from contrastive.files import write_atomic, write_atomic_with  # noqa: E402
 from contrastive.modality import modality_of  # noqa: E402
+from contrastive.pipeline.results import BINARY_METRICS, PRETRAINED_COLUMNS, Results, Row  # noqa: E402
 
-PRETRAINED_COLUMNS = ("linear", "encoder_spreading", "finetune", "distill")  # what the pretrained encoder gives; the rest are baselines
-COLUMNS = ("supervised", "linear", "finetune", "distill")  # the columns of every row (older results: only these)
 COLORS = {"supervised": "tab:gray", "linear": "tab:blue", "encoder_spreading": "tab:purple", "finetune": "tab:orange",
           "distill": "tab:green"}
 
 
-def columns_of(results: dict) -> list[str]:
-    """The row's columns in table order: the baselines (supervised first), then the pretrained ones."""
-    first = next(iter(results["label_fractions"].values()), {})
-    present = first.get("values", first)
-    extra = [c for c in present if c in first and c not in COLUMNS and c not in PRETRAINED_COLUMNS
-             and isinstance(first[c], float)]
-    return ["supervised", *extra, *(c for c in PRETRAINED_COLUMNS if c in first)]
+def cell(row: Row, column: str) -> str:
+    c = row.cells[column]
+    return f"{c.mean:.4f}" if row.draws == 1 else f"{c.mean:.4f} ± {c.sd:.4f}"
 
 
-def cell(row: dict, column: str) -> str:
-    sd = row.get("sd", {}).get(column)
-    if sd is None or row.get("draws", 1) == 1:
-        return f"{row[column]:.4f}"
-    return f"{row[column]:.4f} ± {sd:.4f}"
-
-
-def format_table(results: dict) -> str:
+def format_table(results: Results) -> str:
     """The results as a Markdown table (printed at the end of the run and put in the report): test
     accuracy, mean ± sd over label draws; gain = best pretrained column minus the best baseline."""
-    columns = columns_of(results)
+    columns = results.columns
     head = "| labels | n | draws | " + " | ".join(columns) + " | gain over the best baseline |"
     lines = [head, "|" + " --- |" * (len(columns) + 4)]
-    for key, row in results["label_fractions"].items():
-        baseline = row.get("best_baseline", "supervised")
-        gain = row.get("gain", max(row[c] for c in PRETRAINED_COLUMNS if c in row) - row[baseline])
-        lines.append(f"| {float(key):.0%} | {row['n_labels']} | {row.get('draws', 1)} | "
-                     + " | ".join(cell(row, c) for c in columns) + f" | {gain:+.4f} ({baseline}) |")
-    if any("f1" in row for row in results["label_fractions"].values()):
+    for row in results.rows.values():
+        lines.append(f"| {row.fraction:.0%} | {row.n_labels} | {row.draws} | "
+                     + " | ".join(cell(row, c) for c in columns) + f" | {row.gain:+.4f} ({row.best_baseline}) |")
+    if any(row.binary for row in results.rows.values()):
         lines += ["", "| labels | metric | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 2)]
-        for key, row in results["label_fractions"].items():
-            for metric in ("f1", "pr_auc"):
-                lines.append(f"| {float(key):.0%} | {metric} | "
-                             + " | ".join(f"{row[metric][c]:.4f}" for c in columns) + " |")
+        for row in results.rows.values():
+            for metric in BINARY_METRICS:
+                lines.append(f"| {row.fraction:.0%} | {metric} | "
+                             + " | ".join(f"{row.cells[c].metric_mean(metric):.4f}" for c in columns) + " |")
     return "\n".join(lines)
 
 
-def plot_fractions(results: dict, path: Path) -> None:
+def plot_fractions(results: Results, path: Path) -> None:
     """Test accuracy against label fraction, one line per column (error bars: sd over draws)."""
-    fractions = sorted(results["label_fractions"], key=float)
-    rows = results["label_fractions"]
+    rows = sorted(results.rows.values(), key=lambda row: row.fraction)
+    fractions = [row.fraction for row in rows]
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for column in columns_of(results):
-        ax.errorbar([float(f) for f in fractions], [rows[f][column] for f in fractions],
-                    yerr=[rows[f].get("sd", {}).get(column, 0.0) for f in fractions], marker="o", capsize=3,
-                    color=COLORS.get(column), linestyle="-" if column in PRETRAINED_COLUMNS else "--", label=column)
+    for column in results.columns:
+        ax.errorbar(fractions, [row.cells[column].mean for row in rows], yerr=[row.cells[column].sd for row in rows],
+                    marker="o", capsize=3, color=COLORS.get(column),
+                    linestyle="-" if column in PRETRAINED_COLUMNS else "--", label=column)
     ax.set_xscale("log")
-    ax.set_xticks([float(f) for f in fractions], [f"{float(f):.0%}" for f in fractions])
+    ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
     ax.set_xlabel("fraction of training labels used")
     ax.set_ylabel("test top-1 accuracy (mean ± sd over draws)")
-    ax.set_title(f"{results['method']} / {results['backbone']} on {results['dataset']}")
+    ax.set_title(f"{results.method} / {results.backbone} on {results.dataset}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic_with(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
 
 
@@ -94,7 +81,7 @@ def plot_training(metrics_path: Path, path: Path) -> None:
     b.set_ylabel("kNN top-1 (the run's query split)")
     b.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic_with(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
 
 
@@ -120,7 +107,7 @@ def plot_scatter(xy, y, classes: list[str], title: str, path: Path) -> None:
     ax.set_yticks([])
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic_with(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
 
 
@@ -157,64 +144,81 @@ def plot_umap(features: torch.Tensor, labels: torch.Tensor, classes: list[str], 
     return True
 
 
-def write_report(out: Path, results: dict, pretrain_dir: Path, encoder, data, reader, device, timings: dict,
-                 knn_random_init: float | None = None, knn_k: int = 200, knn_temperature: float = 0.1) -> Path:
+def write_report(out: Path, results: Results, pretrain_dir: Path, encoder, data, reader, device,
+                 knn_random_init: float | None = None) -> Path:
     """OUT/report.md and its plots; with an encoder also maps of its test embeddings (t-SNE, and UMAP when
     umap-learn is installed: else one line in the report says how to get it)."""
     plot_fractions(results, out / "accuracy_vs_labels.png")
     plot_training(pretrain_dir / "metrics.jsonl", out / "pretraining.png")
     images, note = ["accuracy_vs_labels.png", "pretraining.png"], None
     if encoder is not None:
-        from contrastive.evaluate.features import extract_features
-
-        feats, labels = extract_features(encoder, data.test, reader, device)
-        # a modality's extra colourings of the map (code: CWE and vulnerable/fixed); images have none
-        colourings = getattr(modality_of(data), "colourings", None) if hasattr(data, "modality") else None
-        images += plot_tsne(feats, labels, data.classes, out / "tsne.png",
-                            extra=colourings(data.test) if colourings else None)
-        if plot_umap(feats, labels, data.classes, out / "umap.png"):
-            images.append("umap.png")
-        else:
-            note = "UMAP: install contrastive[umap] to draw it"
-    knn0 = f" (random-init encoder, on validation: {knn_random_init:.4f})" if knn_random_init is not None else ""
-    raw = (results.get("knn") or {}).get("raw")
-    raw_line = f"; raw inputs: {raw:.4f}" if raw is not None else ""
-    protocol = results.get("protocol", {})
-    lines = [
-        f"# {results['method']} few-label report: {results['dataset']}",
-        "",
-        f"Backbone `{results['backbone']}`, student `{results['student']}`. Accuracies are test top-1 fractions, "
-        "mean ± sd over label draws (per-draw values in results.json).",
-        f"kNN top-1 of the pretrained encoder on the test split (k={knn_k}, T={knn_temperature}): "
-        f"**{results['knn_top1']:.4f}**{raw_line}{knn0}.",
-        "",
-        f"Protocol: {protocol.get('n_train', '?')} training items, {protocol.get('n_validation', '?')} held out as the "
-        f"validation split on which every choice was made, {protocol.get('n_test', '?')} test items read once at the end.",
-        "",
-        "- supervised: the same architecture from random init, trained on the labelled subset only (lr chosen on "
-        "validation)",
-        "- the other baseline columns: the modality's non-deep baselines on the raw inputs (kNN and label spreading on "
-        "images, TF-IDF on code), same draws",
-        "- linear: a linear classifier on frozen pretrained features (labelled subset)",
-        "- encoder_spreading: label spreading (the raw-input baseline's algorithm) on the pretrained features, over "
-        "the labelled, the unlabelled training and the query items",
-        "- finetune: the whole pretrained network fine-tuned on the labelled subset (SimCLRv2: from the first head "
-        "layer; lr chosen on validation)",
-        "- distill: a student trained on the fine-tuned teacher's predictions on all training items (plus the labelled "
-        "term, SimCLRv2 eq. 3)",
-        "- gain: the best pretrained column minus the best baseline",
-        "",
-        format_table(results),
-        "",
-        "Choices made on validation: " + "; ".join(
-            f"{float(k):.0%}: supervised lr {row['choices'].get('supervised_lr')}, finetune lr "
-            f"{row['choices'].get('finetune_lr')}, distillation teacher {row['choices'].get('distill_teacher')} "
-            f"at T {row['choices'].get('distill_temperature')}, lr x{row['choices'].get('distill_lr_factor')}"
-            for k, row in results["label_fractions"].items() if "choices" in row),
-        "",
-        "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
-        "",
-    ] + [f"![{name}]({name})" for name in images] + (["", note] if note else [])
+        maps, note = embedding_maps(out, encoder, data, reader, device)
+        images += maps
+    lines = [f"# {results.method} few-label report: {results.dataset}", "",
+             f"Backbone `{results.backbone}`, student `{results.student}`. Accuracies are test top-1 fractions, "
+             "mean ± sd over label draws (per-draw values in results.json).",
+             knn_line(results, knn_random_init), "", protocol_line(results), "", *COLUMN_NOTES, "",
+             format_table(results), "", choices_line(results), "",
+             "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds_of(results).items()), ""]
+    lines += [f"![{name}]({name})" for name in images] + (["", note] if note else [])
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+COLUMN_NOTES = (
+    "- supervised: the same architecture from random init, trained on the labelled subset only (lr chosen on "
+    "validation)",
+    "- the other baseline columns: the modality's non-deep baselines on the raw inputs (kNN and label spreading on "
+    "images, TF-IDF on code), same draws",
+    "- linear: a linear classifier on frozen pretrained features (labelled subset)",
+    "- encoder_spreading: label spreading (the raw-input baseline's algorithm) on the pretrained features, over "
+    "the labelled, the unlabelled training and the query items",
+    "- finetune: the whole pretrained network fine-tuned on the labelled subset (SimCLRv2: from the first head "
+    "layer; lr chosen on validation)",
+    "- distill: a student trained on the fine-tuned teacher's predictions on all training items (plus the labelled "
+    "term, SimCLRv2 eq. 3)",
+    "- gain: the best pretrained column minus the best baseline",
+)
+
+
+def embedding_maps(out: Path, encoder, data, reader, device) -> tuple[list[str], str | None]:
+    """(the map files written, a note for the report): the t-SNE of the test embeddings, one more per colouring
+    the modality offers (code: CWE and vulnerable/fixed), and the UMAP where umap-learn is installed."""
+    from contrastive.evaluate.features import extract_features
+
+    feats, labels = extract_features(encoder, data.test, reader, device)
+    images = plot_tsne(feats, labels, data.classes, out / "tsne.png",
+                       extra=modality_of(data).colourings(data.test))
+    if plot_umap(feats, labels, data.classes, out / "umap.png"):
+        return images + ["umap.png"], None
+    return images, "UMAP: install contrastive[umap] to draw it"
+
+
+def knn_line(results: Results, knn_random_init: float | None) -> str:
+    knn = results.knn
+    if knn is None:
+        return ""
+    knn0 = f" (random-init encoder, on validation: {knn_random_init:.4f})" if knn_random_init is not None else ""
+    raw = f"; raw inputs: {knn.raw:.4f}" if knn.raw is not None else ""
+    return (f"kNN top-1 of the pretrained encoder on the test split (k={knn.k}, T={knn.temperature}): "
+            f"**{knn.encoder:.4f}**{raw}{knn0}.")
+
+
+def protocol_line(results: Results) -> str:
+    p = results.protocol
+    if p is None:
+        return "Protocol: not recorded in these results."
+    return (f"Protocol: {p.n_train} training items, {p.n_validation} held out as the validation split on which every "
+            f"choice was made, {p.n_test} test items read once at the end.")
+
+
+def choices_line(results: Results) -> str:
+    return "Choices made on validation: " + "; ".join(
+        f"{row.fraction:.0%}: supervised lr {c.supervised_lr}, finetune lr {c.finetune_lr}, distillation teacher "
+        f"{c.distill_teacher} at T {c.distill_temperature}, lr x{c.distill_lr_factor}"
+        for row in results.rows.values() if (c := row.choices) is not None)
+
+
+def seconds_of(results: Results) -> dict[str, float]:
+    return {} if results.protocol is None else results.protocol.seconds

@@ -10,7 +10,6 @@ export rebuild networks from the checkpoint alone, never from a method's rules.
 
 from __future__ import annotations
 
-import json
 import random
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contrastive import files
 from contrastive.checkpoint import list_checkpoints
 from contrastive.config import PretrainConfig
 from contrastive.errors import ContrastiveError
@@ -89,7 +89,7 @@ def prepare_run_dir(path: Path, resume: bool, writer: bool = True) -> Path:
 
 
 def write_config(run_dir: Path, cfg: PretrainConfig) -> None:
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    files.write_json(run_dir / "config.json", cfg.to_dict())
 
 
 def encoder_record(model, cfg: PretrainConfig, inputs: dict, feat_dim: int) -> dict:
@@ -144,6 +144,7 @@ def check_resumable(ckpt: dict, cfg: PretrainConfig, encoder: dict, path: Path) 
             raise ContrastiveError(f"checkpoint {path} was trained on data read with {key} '{value}', not "
                                    f"'{encoder['inputs'].get(key)}'; pass the --data and data options it was "
                                    f"trained with, or start a new run with another --out")
+    now = cfg.method_options.to_dict()  # the checkpoint holds the saved Options as a dict
     for key in method_module(cfg.method).SHAPE:
-        if saved["method_options"].get(key) != cfg.method_options.get(key):
-            _refuse(path, key, saved["method_options"].get(key), cfg.method_options.get(key))
+        if saved["method_options"].get(key) != now[key]:
+            _refuse(path, key, saved["method_options"].get(key), now[key])

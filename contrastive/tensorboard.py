@@ -16,7 +16,8 @@ from pathlib import Path
 
 from contrastive.callbacks import Callback
 from contrastive.errors import ContrastiveError
-from contrastive.report import COLUMNS, format_table
+from contrastive.pipeline.results import Results
+from contrastive.report import format_table
 
 MISSING = "--tensorboard needs the tensorboard package: pip install 'contrastive[tensorboard]'"
 
@@ -71,15 +72,15 @@ def fraction_step(key: str) -> int:
     return round(float(key) * 10_000)
 
 
-def log_results(folder: Path, results: dict) -> None:
+def log_results(folder: Path, results: Results) -> None:
     """The pipeline's accuracy table in TensorBoard: one scalar tag per column (x = label fraction in basis points)
     and the Markdown table as text."""
     writer = summary_writer_class()(log_dir=str(folder))
-    for key, row in results["label_fractions"].items():
-        for column in COLUMNS:
-            writer.add_scalar(f"pipeline/{column}", row[column], fraction_step(key))
-    knn = results.get("knn_top1")
-    head = (f"{results['method']} / {results['backbone']} (student {results['student']}) on {results['dataset']}"
+    for key, row in results.rows.items():
+        for column, cell in row.cells.items():
+            writer.add_scalar(f"pipeline/{column}", cell.mean, fraction_step(key))
+    knn = results.knn_top1
+    head = (f"{results.method} / {results.backbone} (student {results.student}) on {results.dataset}"
             + (f"; kNN top-1 {knn:.4f}" if knn is not None else ""))
     writer.add_text("pipeline/results", head + "\n\n" + format_table(results), 0)
     writer.close()

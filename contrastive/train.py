@@ -33,7 +33,7 @@ from contrastive.config import PretrainConfig
 from contrastive.device import pick_device, resolve_precision
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.knn import encoder_knn_accuracy
-from contrastive.methods import build_method, method_module, view_recipe
+from contrastive.methods import build_method, view_spec
 from contrastive.modality import Reader, load_data, reader_for
 from contrastive.norm import convert_sync_bn
 from contrastive.optim import build_optimizer, build_scheduler
@@ -187,7 +187,7 @@ def setup(cfg: PretrainConfig, data=None, log=print, callbacks=()) -> Run:
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     scheduler = build_scheduler(optimizer, total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
-    views = reader.handler.pretrain_views(view_recipe(cfg.method, cfg.method_options), train, reader.inputs,
+    views = reader.handler.pretrain_views(view_spec(cfg.method, cfg.method_options), train, reader.inputs,
                                           cfg.data_options)
     monitors = [KnnMonitor()] if cfg.knn.every > 0 and data.test is not None and train.has_labels else []
     monitors += watchers  # after the kNN monitor, so they see its number in the epoch record
@@ -342,8 +342,7 @@ def describe(run: Run) -> None:
             f"global batch {cfg.batch_size} ({world} x {local_batch_size(cfg)}) | lr {cfg.lr_scaled:.4g} "
             f"({cfg.lr} x {cfg.batch_size}/256) | {cfg.epochs} epochs | {run.device} {cfg.precision}")
     if world > 1:
-        method = method_module(cfg.method)
-        note = method.distributed_note(cfg.method_options) if hasattr(method, "distributed_note") else ""
+        note = cfg.method_options.distributed_note()
         run.log(f"{world} processes: lr scaled by the global batch; BN over "
                 + ("the global batch (SyncBN)" if cfg.sync_bn else f"each process's batch of {local_batch_size(cfg)}")
                 + (f"; {note}" if note else ""))

@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import make_splits, tiny_config  # noqa: E402
+from helpers import make_splits, tiny_config  # noqa: E402
 
-import contrastive.checkpoint as checkpoint  # noqa: E402
+import contrastive.files as files  # noqa: E402
 import contrastive.train as train  # noqa: E402
 
 
@@ -47,12 +47,13 @@ def kill_in_save(n: int) -> None:
     real, count = os.replace, [0]
 
     def replace(src, dst):
-        count[0] += 1
-        if count[0] == n and str(dst).endswith(".pt"):
-            os.kill(os.getpid(), signal.SIGKILL)
+        if str(dst).endswith(".pt"):  # config.json goes through the same writer
+            count[0] += 1
+            if count[0] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
         return real(src, dst)
 
-    checkpoint.os.replace = replace
+    files.os.replace = replace
 
 
 def should_kill(argv: list[str]) -> bool:
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> None:
         kill_in_save(int(argv[argv.index("--kill-in-save") + 1]))
     cfg = config(out, method, epochs, "--resume" in argv, "--per-image" in argv)
     train.pretrain(cfg, data=make_splits(), log=lambda *_: None, callbacks=callbacks)
-    # End as the CLI ends a torchrun worker (contrastive/cli.py main): leave the group, then
+    # End as the CLI ends a torchrun worker (contrastive/cli/__init__.py main): leave the group, then
     # skip the interpreter's finalization, where gloo's teardown sometimes aborted a finished rank.
     from contrastive import distributed
 

@@ -16,10 +16,8 @@ from contrastive.config import PretrainConfig
 from contrastive.evaluate.classifier import load_classifier, random_classifier, reader_of, save_classifier
 from contrastive.modality import Reader, load_data
 from contrastive.train import pretrain
+from helpers import quiet
 
-
-def quiet(*_):
-    pass
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -278,3 +276,21 @@ def test_the_index_is_rebuilt_when_the_images_change(tmp_path):
 
     assert fingerprint(ckpt, data(0)) == fingerprint(ckpt, data(0))
     assert fingerprint(ckpt, data(0)) != fingerprint(ckpt, data(1))
+
+
+def test_the_index_is_a_file_of_its_own_kind_and_an_untagged_one_is_still_read(tmp_path):
+    from contrastive import files
+
+    path, embeddings, key = tmp_path / "c.index.pt", torch.eye(3), {"items": 3}
+    files.save(path, files.INDEX, {"embeddings": embeddings, "fingerprint": key})
+    assert torch.load(path, weights_only=True)["kind"] == files.INDEX
+    saved = apply.saved_index(path)
+    assert torch.equal(saved[0], embeddings) and saved[1] == key
+    torch.save({"model": embeddings, "config": key}, path)  # as written before the kind tag
+    saved = apply.saved_index(path)
+    assert torch.equal(saved[0], embeddings) and saved[1] == key
+    for other in (b"not an index\n", b""):  # damaged or foreign: none, so it is rebuilt
+        path.write_bytes(other)
+        assert apply.saved_index(path) is None
+    files.save(path, files.CHECKPOINT, {"model": {}, "config": {}})
+    assert apply.saved_index(path) is None and apply.saved_index(tmp_path / "missing.index.pt") is None

@@ -12,8 +12,10 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from contrastive.checkpoint import load_checkpoint, save_atomic
+from contrastive import files
+from contrastive.checkpoint import latest_good_checkpoint, load_checkpoint, save_atomic
 from contrastive.errors import ContrastiveError
+
 
 class _Evil:
     def __reduce__(self):
@@ -110,3 +112,46 @@ def test_a_whole_checkpoint_loads_in_either_torch_format(tmp_path, legacy):
     torch.save(good_checkpoint(), path, _use_new_zipfile_serialization=not legacy)
     ckpt = load_checkpoint(path)
     assert torch.equal(ckpt["model"]["w"], torch.arange(6.0)) and ckpt["config"] == {"method": "byol"}
+
+
+def test_save_atomic_writes_a_tagged_checkpoint_that_loads_as_one(tmp_path):
+    path = tmp_path / "checkpoint-epoch0001.pt"
+    save_atomic(good_checkpoint(), path)
+    assert torch.load(path, weights_only=True)["kind"] == files.CHECKPOINT
+    ckpt = load_checkpoint(path)
+    assert ckpt["kind"] == files.CHECKPOINT and ckpt["epoch"] == 2 and torch.equal(ckpt["model"]["b"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_similarity_index_is_not_a_checkpoint_or_a_classifier(tmp_path):
+    path = tmp_path / "checkpoint-epoch0001.index.pt"
+    torch.save({"model": torch.eye(2), "config": {"items": 2}}, path)  # an index as written before the kind tag
+    assert load_error(path) == (f"{path} is not a pretraining checkpoint or a classifier (it looks like a similarity "
+                                "index); pass a checkpoint-epoch*.pt written by contrastive pretrain or the "
+                                "classifier.pt written by `contrastive finetune --out DIR`")
+
+
+def test_a_run_never_resumes_from_a_classifier(tmp_path):
+    save_atomic(good_checkpoint(), tmp_path / "checkpoint-epoch0001.pt")
+    files.save(tmp_path / "checkpoint-epoch0002.pt", files.CLASSIFIER, {"model": {}, "encoder": {}})
+    warnings = []
+    path, ckpt = latest_good_checkpoint(tmp_path, warn=warnings.append)
+    assert path.name == "checkpoint-epoch0001.pt" and ckpt["epoch"] == 2
+    assert warnings == [f"warning: skipping {tmp_path / 'checkpoint-epoch0002.pt'} is not a pretraining checkpoint "
+                        "(it is a classifier); pass a checkpoint-epoch*.pt written by contrastive pretrain"]
+
+
+def test_atomic_save_leaves_old_file_when_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_atomic({"model": {"w": torch.ones(2)}, "config": {}}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(ContrastiveError, match="No space left on device.*free disk space"):
+        save_atomic({"model": {"w": torch.zeros(2)}, "config": {}}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary left behind

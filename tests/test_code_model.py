@@ -10,6 +10,7 @@ import torch
 
 pytest.importorskip("tree_sitter_c")
 
+from contrastive.batches import ViewSpec  # noqa: E402
 from contrastive.code import CODE  # noqa: E402
 from contrastive.code.baselines import tfidf  # noqa: E402
 from contrastive.code.data import MASK, PAD, CodeSet, CodeSplits  # noqa: E402
@@ -145,7 +146,7 @@ def splits(n_train=48, n_test=16, length=24, seed=0) -> CodeSplits:
 
 @pytest.mark.parametrize("method", ["simclr", "moco", "byol"])
 def test_three_methods_take_steps_on_token_batches(tmp_path, method):
-    from conftest import tiny_config
+    from helpers import tiny_config
     from contrastive.train import pretrain
 
     data = splits()
@@ -170,16 +171,19 @@ def test_tfidf_baseline_returns_probabilities_for_every_class():
 
 
 def test_the_modality_claims_its_specs_and_refuses_what_makes_no_sense(tmp_path):
+    from contrastive.errors import ContrastiveError
+
     assert modality_for("juliet:/x") is CODE and modality_for("code:/y.jsonl") is CODE
     assert modality_for(None) is not CODE
-    assert CODE.contact_sheet is None  # no picture: `similar` says so instead of drawing
+    assert not CODE.draws  # no picture: `similar` says so instead of drawing
+    with pytest.raises(ContrastiveError, match="functions cannot be drawn"):
+        CODE.contact_sheet([], [], tmp_path / "sheet.png")
     assert set(CODE.baselines) == {"tfidf"}
     inputs = CODE.encoder_inputs(splits(), CODE.resolve({}, splits()))
     example = CODE.example_input(inputs, 3)
     assert example.dtype == torch.int64 and example.shape == (3, 24) and int(example.max()) < len(inputs["vocab"])
     net, _ = CODE.build_encoder("transformer", inputs)
     assert CODE.export_module(net, inputs)(example).shape[0] == 3
-    from contrastive.errors import ContrastiveError
     with pytest.raises(ContrastiveError, match="unknown task"):
         CODE.resolve({"task": "speed"}, splits())
     other = splits()
@@ -194,7 +198,7 @@ def test_the_modality_claims_its_specs_and_refuses_what_makes_no_sense(tmp_path)
 
 def test_the_per_item_path_gives_the_same_kind_of_views_as_the_batched_one():
     data = splits()
-    views = CODE.pretrain_views("any recipe", data.train, {"vocab": data.vocab}, {})
+    views = CODE.pretrain_views(ViewSpec("any family"), data.train, {"vocab": data.vocab}, CODE.Options())
     item, _ = data.train[0]
     torch.manual_seed(0)
     one = views.per_item(item)
@@ -211,7 +215,8 @@ def test_items_read_one_by_one_stack_into_batches():
     from contrastive.batches import Views, batches
 
     data = splits()
-    per_item = Views(CODE.pretrain_views("any recipe", data.train, {"vocab": data.vocab}, {}).per_item)  # the DataLoader path
+    two = CODE.pretrain_views(ViewSpec("any family"), data.train, {"vocab": data.vocab}, CODE.Options())
+    per_item = Views(two.per_item)  # the DataLoader path
     (views, labels), = list(batches(data.train, per_item, torch.arange(6), 6, torch.device("cpu"), epoch_seed=0))
     assert [tuple(v.shape) for v in views] == [(6, 24), (6, 24)] and labels.tolist() == [0, 1, 0, 1, 0, 1]
 

@@ -7,26 +7,28 @@ Jobs live at module level so that spawned processes can import them.
 
 from __future__ import annotations
 
-import copy
 import os
 import socket
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
 
 from contrastive import distributed as dist
-from contrastive.image.backbones import small_cnn
 from contrastive.heads import mlp
-from contrastive.methods import BYOL, MoCo, SimCLR
-from contrastive.norm import SplitBatchNorm2d, convert_split_bn, convert_sync_bn
+from contrastive.image.backbones import small_cnn
+from contrastive.losses import sinkhorn_knopp
+from contrastive.methods import (BYOL, BarlowTwins, MoCo, MoCoV3, SimCLR, VICReg, barlow_twins, byol, dino, moco,
+                                 mocov3, simclr, swav, vicreg)
+from contrastive.momentum import frozen_copy
+from contrastive.norm import convert_sync_bn
+from helpers import D64, grads, random_images
+
 
 WORLD = 2
+
+
 CPU = torch.device("cpu")
-
-
-# --- running a job on two processes ------------------------------------------------
 
 
 def _worker(rank: int, init_file: str, job, out_dir: str) -> None:
@@ -57,13 +59,6 @@ def run_two_ranks(job, tmp_path) -> list:
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
 
-def _images(n: int, seed: int, size: int = 8) -> list[torch.Tensor]:
-    """Two views (n, 1, size, size) of n random images."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, size, size, generator=g)
-    return [x + 0.1 * torch.randn(x.shape, generator=g), x + 0.1 * torch.randn(x.shape, generator=g)]
-
-
 # --- SimCLR: gathered negatives give the single-process gradient -------------------
 
 N_SIMCLR = 8  # global batch; 4 per rank
@@ -73,7 +68,7 @@ def _simclr_model() -> SimCLR:
     """A float64 SimCLR without BN (PyTorch's SyncBatchNorm does not train on the CPU)."""
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
-    model = SimCLR(encoder, 16, 16, 8, head_layers=2, temperature=0.5)
+    model = SimCLR(encoder, 16, simclr.Options(proj_hidden=16, proj_dim=8, head_layers=2, temperature=0.5))
     model.projector = mlp(16, 16, 8, 2, batch_norm=False)
     return model.double()
 
@@ -92,7 +87,7 @@ class _GatherSliceOnly(torch.autograd.Function):
 
 
 def _simclr_step(model: SimCLR) -> tuple[torch.Tensor, dict]:
-    views = [v.double()[dist.shard(N_SIMCLR)] for v in _images(N_SIMCLR, seed=1)]
+    views = [v.double()[dist.shard(N_SIMCLR)] for v in random_images(N_SIMCLR, seed=1)]
     ddp = dist.data_parallel(model, CPU)  # kept alive until after backward: its reducer averages the gradients
     loss, _ = ddp(views)
     loss.backward()
@@ -113,7 +108,7 @@ def _job_simclr():
 def test_simclr_gathered_loss_and_gradients_equal_one_process_on_the_global_batch(tmp_path):
     results = run_two_ranks(_job_simclr, tmp_path)
     model = _simclr_model()
-    loss, _ = model([v.double() for v in _images(N_SIMCLR, seed=1)])
+    loss, _ = model([v.double() for v in random_images(N_SIMCLR, seed=1)])
     loss.backward()
     for r in results:
         torch.testing.assert_close(r["loss"], loss.detach(), rtol=0, atol=1e-9)
@@ -135,7 +130,7 @@ def _moco_model(bn: bool) -> MoCo:
         encoder, d = small_cnn(1, width=4)
     else:  # a per-sample key function: the keys cannot depend on the shuffle
         encoder, d = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU()), 16
-    return MoCo(encoder, d, 16, 8, queue_size=20, momentum=0.9, shuffle_bn=True)
+    return MoCo(encoder, d, moco.Options(proj_hidden=16, proj_dim=8, queue_size=20, ema=0.9, shuffle_bn=True))
 
 
 def _moco_step(bn: bool) -> dict:
@@ -144,7 +139,7 @@ def _moco_step(bn: bool) -> dict:
     model.key_encoder.register_forward_pre_hook(lambda module, args: key_inputs.append(args[0].clone()))
     ddp = dist.data_parallel(model, CPU)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    views = [v[dist.shard(N_MOCO)] for v in _images(N_MOCO, seed=2)]
+    views = [v[dist.shard(N_MOCO)] for v in random_images(N_MOCO, seed=2)]
     loss, _ = ddp(views)
     loss.backward()
     opt.step()
@@ -171,7 +166,7 @@ def _rows_of(rows: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
 def test_moco_queue_holds_every_ranks_keys_in_rank_order(tmp_path):
     results = run_two_ranks(_job_moco_per_sample, tmp_path)
     model = _moco_model(bn=False)
-    x2 = _images(N_MOCO, seed=2)[1]
+    x2 = random_images(N_MOCO, seed=2)[1]
     with torch.no_grad():
         expected = model._encode_key(x2)  # (8, 8): rank 0's 4 keys, then rank 1's 4
     for r in results:
@@ -183,7 +178,7 @@ def test_moco_queue_holds_every_ranks_keys_in_rank_order(tmp_path):
 
 def test_moco_keys_come_from_a_batch_shuffled_across_ranks_and_go_back_in_order(tmp_path):
     results = run_two_ranks(_job_moco_bn, tmp_path)
-    x2 = _images(N_MOCO, seed=2)[1]
+    x2 = random_images(N_MOCO, seed=2)[1]
     assert torch.equal(results[0]["queue"], results[1]["queue"])
     for a, b in zip(results[0]["key_params"], results[1]["key_params"]):
         assert torch.equal(a, b)
@@ -223,13 +218,10 @@ def test_shuffle_across_ranks_deals_a_mix_and_unshuffle_restores_order(tmp_path)
         assert torch.equal(r["per_sample_back"], torch.stack([2 * r["x"] + 1, r["x"] ** 2], dim=1))
 
 
-# --- BYOL: the EMA target stays the same on every rank -----------------------------
-
-
 def _byol_model() -> BYOL:
     torch.manual_seed(0)
     encoder, d = small_cnn(1, width=4)
-    return BYOL(encoder, d, proj_hidden=16, proj_dim=8, pred_hidden=16, base_ema=0.9)
+    return BYOL(encoder, d, byol.Options(proj_hidden=16, proj_dim=8, pred_hidden=16, ema=0.9))
 
 
 def _job_byol():
@@ -237,7 +229,7 @@ def _job_byol():
     ddp = dist.data_parallel(model, CPU)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     for step in range(3):
-        views = _images(4, seed=10 * step + dist.rank())  # different images on each rank
+        views = random_images(4, seed=10 * step + dist.rank())  # different images on each rank
         loss, _ = ddp(views)
         opt.zero_grad()
         loss.backward()
@@ -256,9 +248,6 @@ def test_byol_target_weights_identical_across_ranks_after_ddp_steps(tmp_path):
     init = _byol_model()
     init_targets = list(init.target_encoder.parameters()) + list(init.target_projector.parameters())
     assert any(not torch.allclose(a, b) for a, b in zip(results[0]["target"], init_targets))  # it moved
-
-
-# --- the collectives ---------------------------------------------------------------
 
 
 def _job_collectives():
@@ -330,9 +319,6 @@ def test_init_from_env_joins_the_group_torchrun_describes(tmp_path):
                      "after_cleanup": False} for r in range(WORLD)]
 
 
-# --- one process: everything is an identity ----------------------------------------
-
-
 def test_one_process_fallbacks_are_identities(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert dist.init_from_env() is None and not dist.is_initialized()
@@ -364,86 +350,129 @@ def test_one_process_shuffle_permutes_and_unshuffle_restores():
     assert torch.equal(unshuffle(local[:, None] * torch.ones(1, 4)), x[:, None] * torch.ones(1, 4))
 
 
-# --- SplitBatchNorm: several GPUs' BN simulated on one process ---------------------
+# --- SimSiam, Barlow Twins, VICReg, MoCo v3: two gloo processes against one ------------------------
+
+N_PAIRED = 8  # 4 per rank
 
 
-def _trained_bn(momentum=0.1) -> nn.BatchNorm2d:
+def _paired_views() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N_PAIRED, 1, 8, 8, generator=g, dtype=torch.float64)
+    return [x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64),
+            x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)]
+
+
+def _bn_free_paired(name: str, gather: bool = True) -> nn.Module:
+    """A float64 model without BN (per-process BN would differ from one process by design)."""
     torch.manual_seed(0)
-    bn = nn.BatchNorm2d(3, momentum=momentum)
-    with torch.no_grad():
-        bn.weight.uniform_(0.5, 1.5)
-        bn.bias.uniform_(-0.5, 0.5)
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-    return bn
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
+    if name == "barlow_twins":
+        model = BarlowTwins(encoder, 16, barlow_twins.Options(proj_hidden=16, proj_dim=8, head_layers=2, gather=gather))
+        model.projector = mlp(16, 16, 8, 2, batch_norm=False)
+    elif name == "vicreg":
+        model = VICReg(encoder, 16, vicreg.Options(proj_hidden=16, proj_dim=8, head_layers=2, gather=gather))
+        model.expander = mlp(16, 16, 8, 2, batch_norm=False)
+    else:
+        model = MoCoV3(encoder, 16, mocov3.Options(proj_hidden=16, proj_dim=8, head_layers=2, pred_hidden=16,
+                                                   temperature=0.5, gather=gather))
+        model.projector = mlp(16, 16, 8, 2, batch_norm=False)
+        model.predictor = mlp(8, 16, 8, 2, batch_norm=False)
+        model.key_projector = frozen_copy(model.projector)
+    return model.double()
 
 
-@pytest.mark.parametrize("momentum", [0.1, None])
-def test_split_bn_trains_as_plain_bn_on_each_group(momentum):
-    bn = _trained_bn(momentum)
-    split = convert_split_bn(copy.deepcopy(bn), 4)
-    assert isinstance(split, SplitBatchNorm2d) and split.splits == 4
-    x = (torch.randn(12, 3, 5, 5) * 3 + 1).requires_grad_(True)
-    out = split(x)
-    out.backward(torch.arange(out.numel(), dtype=out.dtype).view_as(out).sin())
-    groups = [copy.deepcopy(bn) for _ in range(4)]
-    xs = [x.detach()[3 * g:3 * g + 3].clone().requires_grad_(True) for g in range(4)]
-    ref = torch.cat([b(xg) for b, xg in zip(groups, xs)])
-    ref.backward(torch.arange(ref.numel(), dtype=ref.dtype).view_as(ref).sin())
-    torch.testing.assert_close(out, ref)
-    torch.testing.assert_close(x.grad, torch.cat([xg.grad for xg in xs]))
-    torch.testing.assert_close(split.weight.grad, sum(b.weight.grad for b in groups))
-    torch.testing.assert_close(split.running_mean, torch.stack([b.running_mean for b in groups]).mean(0))
-    torch.testing.assert_close(split.running_var, torch.stack([b.running_var for b in groups]).mean(0))
-    assert int(split.num_batches_tracked) == 1
-    # and it differs from one BN over the whole batch
-    assert not torch.allclose(out, copy.deepcopy(bn)(x.detach()), atol=1e-3)
+def _paired_step(model: nn.Module) -> dict:
+    views = [v[dist.shard(N_PAIRED)] for v in _paired_views()]
+    ddp = dist.data_parallel(model, torch.device("cpu"))  # alive until after backward: it averages the gradients
+    loss, _ = ddp(views)
+    loss.backward()
+    return {"loss": loss.detach(), "grads": grads(model)}
 
 
-def test_split_bn_evaluates_as_plain_bn_and_rejects_uneven_batches():
-    bn = _trained_bn()
-    split = convert_split_bn(copy.deepcopy(bn), 4)
-    x = torch.randn(6, 3, 4, 4)
-    torch.testing.assert_close(split.eval()(x), bn.eval()(x))  # 6 is no multiple of 4: fine in eval
-    with pytest.raises(ValueError, match="split"):
-        split.train()(x)
+def _job_gathered_losses():
+    out = {name: _paired_step(_bn_free_paired(name)) for name in ("barlow_twins", "vicreg", "mocov3")}
+    local = _bn_free_paired("barlow_twins", gather=False)
+    out["barlow_local"] = local([v[dist.shard(N_PAIRED)] for v in _paired_views()])[0]
+    return out
 
 
-def test_split_bn_state_dict_loads_into_a_plain_backbone():
+def test_simsiam_barlow_vicreg_mocov3_on_two_processes_equal_one_process_on_the_global_batch(tmp_path):
+    results = run_two_ranks(_job_gathered_losses, tmp_path)
+    for name in ("barlow_twins", "vicreg", "mocov3"):
+        model = _bn_free_paired(name)
+        loss, _ = model(_paired_views())
+        loss.backward()
+        if name == "mocov3":  # each rank's own queries against every rank's keys; DDP averages the ranks
+            torch.testing.assert_close(sum(r[name]["loss"] for r in results) / WORLD, loss.detach())
+        else:  # every rank computes the loss of the global batch
+            for r in results:
+                torch.testing.assert_close(r[name]["loss"], loss.detach(), rtol=0, atol=1e-9)
+        for r in results:
+            assert r[name]["grads"].keys() == grads(model).keys()
+            for key, g in grads(model).items():
+                torch.testing.assert_close(r[name]["grads"][key], g, rtol=1e-9, atol=1e-9, msg=f"{name} {key}")
+        assert any(g.abs().max() > 1e-3 for g in grads(model).values())  # not a comparison of zeros
+    # without the gather each rank's c is over its own 4 images: another loss
+    assert all((r["barlow_local"] - results[0]["barlow_twins"]["loss"]).abs() > 1e-3 for r in results)
+
+
+# --- DINO's center and SwAV's Sinkhorn: two gloo processes against one -------------------------------
+
+N_CROPS_GLOBAL = 8  # 4 per rank
+
+
+def _multicrop_views() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    return [torch.randn(N_CROPS_GLOBAL, 16, generator=g, dtype=D64) for _ in range(4)]
+
+
+def _bn_free_multicrop(name: str) -> nn.Module:
     torch.manual_seed(0)
-    encoder, _ = small_cnn(1, width=4)
-    encoder(torch.randn(8, 1, 12, 12))  # move the running statistics off their defaults
-    converted = convert_split_bn(copy.deepcopy(encoder), 2)
-    assert sum(isinstance(m, SplitBatchNorm2d) for m in converted.modules()) == 4
-    assert not any(type(m) is nn.BatchNorm2d for m in converted.modules())
-    converted(torch.randn(8, 1, 12, 12))  # a split training step changes the statistics
-    plain, _ = small_cnn(1, width=4)
-    assert plain.state_dict().keys() == converted.state_dict().keys()
-    plain.load_state_dict(converted.state_dict())  # strict
-    x = torch.randn(5, 1, 12, 12)
-    torch.testing.assert_close(plain.eval()(x), converted.eval()(x))
+    encoder = nn.Sequential(nn.Linear(16, 16), nn.ReLU())
+    if name == "dino":
+        model = dino.DINO(encoder, 16, dino.Options(out_dim=12, proj_hidden=16, bottleneck=8, freeze_last_layer=0))
+    else:
+        model = swav.SwAV(encoder, 16, swav.Options(proj_dim=8, proj_hidden=16, prototypes=5, freeze_prototypes=0,
+                                                    queue_length=0))
+        model.projector = mlp(16, 16, 8, 2, batch_norm=False)
+    return model.double()
 
 
-def test_moco_bn_splits_converts_both_encoders_and_shuffles_the_key_batch():
-    torch.manual_seed(0)
-    encoder, d = small_cnn(1, width=4)
-    plain = copy.deepcopy(encoder)
-    model = MoCo(encoder, d, 16, 8, queue_size=32, bn_splits=2)
-    for net in (model.encoder, model.key_encoder):
-        assert sum(isinstance(m, SplitBatchNorm2d) and m.splits == 2 for m in net.modules()) == 4
-    x = _images(8, seed=4, size=12)[1]
-    torch.manual_seed(7)
-    perm = torch.randperm(8)  # the permutation the key batch will be dealt in
-    torch.manual_seed(7)
-    keys = model.key(x)
-    # expected: a plain-BN key network on each half of the shuffled batch, then the original order
-    ref = MoCo(plain, d, 16, 8, queue_size=32)
-    ref.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        shuffled = torch.cat([ref._encode_key(x[perm[:4]]), ref._encode_key(x[perm[4:]])])
-    expected = torch.empty_like(shuffled)
-    expected[perm] = shuffled
-    torch.testing.assert_close(keys, expected)
-    with torch.no_grad():
-        in_order = torch.cat([ref._encode_key(x[:4]), ref._encode_key(x[4:])])
-    assert not torch.allclose(keys, in_order, atol=1e-4)
+def _job_center_and_sinkhorn():
+    out = {}
+    for name in ("dino", "swav"):
+        model = _bn_free_multicrop(name)
+        ddp = dist.data_parallel(model, torch.device("cpu"))
+        loss, _ = ddp([v[dist.shard(N_CROPS_GLOBAL)] for v in _multicrop_views()])
+        loss.backward()
+        out[name] = {"loss": loss.detach(), "grads": {k: p.grad.clone() for k, p in model.named_parameters()
+                                                      if p.grad is not None}}
+        if name == "dino":
+            out["center"] = model.center.clone()
+    scores = _multicrop_views()[0][:, :6]
+    out["codes"] = sinkhorn_knopp(scores[dist.shard(N_CROPS_GLOBAL)], 0.05, 3, total=dist.all_reduce_sum)
+    out["local_codes"] = sinkhorn_knopp(scores[dist.shard(N_CROPS_GLOBAL)], 0.05, 3)
+    return out
+
+
+def test_center_and_sinkhorn_across_two_processes_equal_one_process(tmp_path):
+    results = run_two_ranks(_job_center_and_sinkhorn, tmp_path)
+    codes = sinkhorn_knopp(_multicrop_views()[0][:, :6], 0.05, 3)
+    for r, part in zip(results, (slice(0, 4), slice(4, 8))):
+        torch.testing.assert_close(r["codes"], codes[part], rtol=1e-9, atol=1e-12)
+        assert not torch.allclose(r["local_codes"], codes[part])  # the all-reduce matters
+    for name in ("dino", "swav"):
+        model = _bn_free_multicrop(name)
+        loss, _ = model(_multicrop_views())
+        loss.backward()
+        # per-image losses: the mean of the ranks' losses is the global one, and DDP averages the gradients
+        torch.testing.assert_close(sum(r[name]["loss"] for r in results) / WORLD, loss.detach())
+        for key, p in model.named_parameters():
+            if p.grad is not None:
+                for r in results:
+                    torch.testing.assert_close(r[name]["grads"][key], p.grad, rtol=1e-8, atol=1e-10, msg=key)
+        assert any(p.grad.abs().max() > 1e-4 for p in model.parameters() if p.grad is not None)
+        if name == "dino":
+            for r in results:
+                torch.testing.assert_close(r["center"], model.center, rtol=1e-9, atol=1e-12)
+            assert model.center.abs().max() > 0

@@ -17,21 +17,20 @@ import torch
 
 from contrastive.batches import batches
 from contrastive.cli import build_parser, main
+from contrastive.cli.export import run as cmd_export
 from contrastive.config import PretrainConfig
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.classifier import load_classifier, reader_of
 from contrastive.evaluate.pretrained import load_pretrained
-from contrastive.export import cmd_export, load_safetensors
+from contrastive.export import load_safetensors
 from contrastive.modality import load_data
 from contrastive.train import pretrain
+from helpers import quiet
 
 TOLERANCE = 1e-4  # |exported file - package| on logits / embeddings; measured 2e-8 (encoder) to 1.5e-5 (onnx classifier)
 PICK = torch.arange(0, 1000, 5)  # 200 of the 1,000 test digits, spread over the split (it is ordered by class)
 FORMATS = ("onnx", "torchscript", "safetensors")
 
-
-def quiet(*args, **kwargs):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +242,13 @@ def test_the_cli_prints_one_error_line_and_exits_2(models, capsys):
                  "--out", str(models["classifier"])]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --out") and "is the model file itself" in err and err.count("\n") == 1
+
+
+def test_a_similarity_index_is_refused_naming_what_it_is(tmp_path):
+    from contrastive import files
+
+    index = tmp_path / "c.index.pt"
+    files.save(index, files.INDEX, {"embeddings": torch.eye(2), "fingerprint": {}})
+    message = export_error(["--model", str(index), "--format", "onnx"])
+    assert message.startswith(f"{index} is not a pretraining checkpoint or a classifier (it is a similarity index)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.index.pt"]

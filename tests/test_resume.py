@@ -13,7 +13,7 @@ import torch
 from contrastive.checkpoint import list_checkpoints, load_checkpoint
 from contrastive.errors import ContrastiveError
 from contrastive.train import pretrain
-from conftest import tiny_config
+from helpers import tiny_config
 
 DRIVER = Path(__file__).parent / "fault_driver.py"
 STEPS_PER_EPOCH = 64 // 16  # tiny_data: 64 training images, batch 16

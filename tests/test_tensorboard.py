@@ -16,14 +16,12 @@ from contrastive.checkpoint import list_checkpoints
 from contrastive.cli import main
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.pretrained import load_pretrained
+from contrastive.pipeline.results import Results
 from contrastive.report import format_table, write_report
 from contrastive.tensorboard import MISSING, TensorBoardLog, log_results
 from contrastive.train import pretrain
-from conftest import make_splits, tiny_config
+from helpers import make_splits, quiet, tiny_config
 
-
-def quiet(*_):
-    pass
 
 
 def read_events(folder) -> EventAccumulator:
@@ -100,14 +98,14 @@ def test_missing_package_is_one_line_before_training(no_tensorboard, tmp_path, c
     assert str(error.value) == MISSING == ("--tensorboard needs the tensorboard package: "
                                            "pip install 'contrastive[tensorboard]'")
     with pytest.raises(ContrastiveError, match="needs the tensorboard package"):
-        log_results(tmp_path / "tb", {"label_fractions": {}})
+        log_results(tmp_path / "tb", Results.from_json({"label_fractions": {}}))
     out = tmp_path / "run"
     assert main(["pretrain", "--tensorboard", "--epochs", "1", "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"error: {MISSING}\n"
     assert not list(out.glob("checkpoint-*.pt")) and not (out / "metrics.jsonl").exists()
 
 
-RESULTS = {
+RESULTS = Results.from_json({
     "dataset": "tiny", "method": "simclr", "backbone": "small_cnn", "student": "small_cnn", "knn_top1": 0.5,
     "label_fractions": {
         "0.01": {"n_labels": 4, "supervised": 0.25, "linear": 0.375, "finetune": 0.5, "distill": 0.625},
@@ -115,15 +113,15 @@ RESULTS = {
         "1.0": {"n_labels": 400, "supervised": 0.9, "linear": 0.8, "finetune": 0.95, "distill": 0.9375},
         "0.005": {"n_labels": 2, "supervised": 0.125, "linear": 0.25, "finetune": 0.3, "distill": 0.35},
     },
-}
+})
 
 
 def test_log_results_writes_one_tag_per_column_and_the_table(tmp_path):
     log_results(tmp_path / "tb", RESULTS)
     events = read_events(tmp_path / "tb")
-    for column in report.COLUMNS:
+    for column in ("supervised", "linear", "finetune", "distill"):
         # x in basis points: 0.5% keeps a step of its own beside 1%
-        expected = {points: f32(RESULTS["label_fractions"][key][column])
+        expected = {points: f32(RESULTS.rows[key].cells[column].mean)
                     for points, key in ((50, "0.005"), (100, "0.01"), (1000, "0.1"), (10000, "1.0"))}
         assert scalars(events, f"pipeline/{column}") == expected
     (text,) = events.Tensors("pipeline/results/text_summary")
@@ -151,8 +149,7 @@ def report_of(tiny_run, out):
     result = tiny_run[0]
     pretrained = load_pretrained(list_checkpoints(result.run_dir)[0])
     out.mkdir()
-    path = write_report(out, RESULTS, result.run_dir, pretrained.encoder, make_splits(), pretrained.reader, "cpu",
-                        {"pretrain": 1.0})
+    path = write_report(out, RESULTS, result.run_dir, pretrained.encoder, make_splits(), pretrained.reader, "cpu")
     return path.read_text()
 
 

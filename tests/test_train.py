@@ -1,24 +1,22 @@
-"""The training loop, checkpoints, resume and the command line, end to end on tiny data."""
+"""The training loop (contrastive/train.py) end to end on tiny data: checkpoints, metrics, resume,
+callbacks and the kNN monitor."""
+
+from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
 
-from contrastive.checkpoint import latest_good_checkpoint, load_checkpoint, save_atomic
+from contrastive.checkpoint import latest_good_checkpoint, load_checkpoint
 from contrastive.cli import main
 from contrastive.errors import ContrastiveError
-from contrastive.train import pretrain
-from conftest import tiny_config
+from contrastive.train import Callback, pretrain
+from helpers import quiet, tiny_config
 
 
 def tiny_cfg(tmp_path, method="simclr", **kw):
     return tiny_config(kw.pop("out", tmp_path / "run"), method, **kw)
-
-
-def quiet(*_):
-    pass
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco", "byol"])
@@ -84,77 +82,9 @@ def test_existing_run_folder_is_never_overwritten(tmp_path, tiny_data):
         pretrain(tiny_cfg(tmp_path, epochs=1), data=tiny_data, log=quiet)
 
 
-class _Evil:
-    def __reduce__(self):
-        return (os.system, ("echo pwned > /dev/null",))
-
-
-def test_checkpoint_with_pickled_code_is_refused(tmp_path):
-    path = tmp_path / "evil.pt"
-    torch.save({"model": {}, "config": {}, "payload": _Evil()}, path)
-    with pytest.raises(ContrastiveError, match="refusing to load .*evil.pt"):
-        load_checkpoint(path)
-
-
-def test_atomic_save_leaves_old_file_when_write_fails(tmp_path, monkeypatch):
-    path = tmp_path / "c.pt"
-    save_atomic({"model": {"w": torch.ones(2)}, "config": {}}, path)
-
-    def broken_save(obj, f):
-        f.write(b"partial")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(ContrastiveError, match="No space left on device.*free disk space"):
-        save_atomic({"model": {"w": torch.zeros(2)}, "config": {}}, path)
-    monkeypatch.undo()
-    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
-    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary left behind
-
-
 def test_fewer_images_than_batch_is_a_clear_error(tmp_path, tiny_data):
     with pytest.raises(ContrastiveError, match="fewer than --batch-size 128"):
         pretrain(tiny_cfg(tmp_path, batch_size=128), data=tiny_data, log=quiet)
-
-
-def test_cli_pretrain_end_to_end_on_embedded_digits(tmp_path, capsys):
-    out = tmp_path / "cli-run"
-    code = main(["pretrain", "--method", "simclr", "--epochs", "1", "--batch-size", "64", "--train-limit", "256",
-                 "--out", str(out)])
-    assert code == 0
-    printed = capsys.readouterr().out
-    assert f"run folder: {out}" in printed
-    assert "kNN top-1 (k=20): random-init encoder" in printed
-    ckpt = load_checkpoint(out / "checkpoint-epoch0001.pt")
-    assert ckpt["data"] == {"name": "mnist", "num_classes": 10, "classes": [str(i) for i in range(10)]}
-    assert ckpt["encoder"] == {"modality": "image", "backbone": "small_cnn_grid", "feat_dim": 512, "neck": {
-        "prefix": "projector.", "keep": 1, "mlp": {"in_dim": 512, "hidden_dim": 512, "out_dim": 128, "num_layers": 3,
-                                                   "batch_norm": True, "last_bn": True}},
-        "inputs": {"channels": 1, "image_size": 28, "cifar_stem": True}}
-
-
-@pytest.mark.parametrize("argv,message", [
-    (["pretrain", "--data", "folder:/no/such/dir"], "/no/such/dir"),
-    (["pretrain", "--backbone", "vgg99", "--max-steps", "1"], "unknown backbone 'vgg99'"),
-    (["pretrain", "--epochs", "0"], "--epochs must be at least 1"),
-    (["pretrain", "--method", "moco", "--bn-splits", "3"], "--bn-splits 3 must be at least 1 and divide"),
-    (["pretrain", "--train-limit", "100", "--batch-size", "256"], "100 images, fewer than --batch-size 256; lower --batch-size"),
-    (["pretrain", "--data", "folder:EMPTY"], "EMPTY"),
-])
-def test_cli_user_errors_are_one_line(argv, message, capsys, tmp_path):
-    (tmp_path / "EMPTY").mkdir()
-    argv = [a.replace("EMPTY", str(tmp_path / "EMPTY")) for a in argv]
-    message = message.replace("EMPTY", str(tmp_path / "EMPTY"))
-    assert main(argv + ["--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and message in err and "\n" not in err
-
-
-def test_cli_unknown_method_is_rejected(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["pretrain", "--method", "deepcluster"])
-    assert exc.value.code == 2
-    assert "invalid choice: 'deepcluster'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("augment", ["batch", "per-image"])
@@ -170,7 +100,6 @@ def test_images_smaller_than_the_crop_are_upsampled(tmp_path, augment, capsys):
     assert ckpt["encoder"]["inputs"]["image_size"] == 24 and ckpt["step"] == 2
 
 
-
 def test_files_beside_the_checkpoints_are_neither_resumed_nor_pruned(tmp_path, tiny_data):
     """An exported checkpoint-epoch0001.ts.pt or a similarity index beside the checkpoints must survive a
     resumed run, which prunes all but the two newest checkpoints."""
@@ -183,3 +112,49 @@ def test_files_beside_the_checkpoints_are_neither_resumed_nor_pruned(tmp_path, t
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-epoch0001.pt"]
     pretrain(tiny_cfg(tmp_path, epochs=3, resume=True), data=tiny_data, log=quiet)
     assert all(p.read_bytes() == b"user file" for p in kept)
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events, self.batches = [], 0
+
+    def on_start(self, run):
+        self.events.append(("start", run.resumed))
+
+    def wrap_batches(self, run, epoch, batches):
+        for item in batches:
+            self.batches += 1
+            yield item
+
+    def on_step(self, run, loss, finite):
+        self.events.append(("step", run.step, finite))
+
+    def on_epoch_end(self, run, epoch, record):
+        record["seen_by_callback"] = epoch + 1
+        self.events.append(("epoch", epoch))
+
+    def on_end(self, run):
+        self.events.append(("end", run.step))
+
+
+def test_callbacks_see_every_step_and_epoch_and_may_add_to_the_epoch_record(tmp_path, tiny_data):
+    recorder = Recorder()
+    result = pretrain(tiny_config(tmp_path / "run", knn_every=0), data=tiny_data, log=quiet, callbacks=[recorder])
+    steps = [e for e in recorder.events if e[0] == "step"]
+    assert recorder.events[0] == ("start", False) and recorder.events[-1] == ("end", result.steps) == ("end", 8)
+    assert [s[1] for s in steps] == list(range(1, 9)) and all(s[2] for s in steps)
+    assert [e[1] for e in recorder.events if e[0] == "epoch"] == [0, 1]
+    assert recorder.batches == 8
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["seen_by_callback"] for r in records if "epoch_loss" in r] == [1, 2]
+
+
+def test_knn_every_zero_turns_the_monitor_off(tmp_path, tiny_data):
+    result = pretrain(tiny_config(tmp_path / "run", knn_every=0), data=tiny_data, log=quiet)
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert result.knn_random_init is None and result.knn_final is None
+    assert not any("knn_top1" in r for r in records)
+    every_two = pretrain(tiny_config(tmp_path / "b", knn_every=2, epochs=3), data=tiny_data, log=quiet)
+    knn = json.loads((every_two.run_dir / "config.json").read_text())["knn"]
+    assert knn["every"] == 2
+    assert every_two.knn_final is not None  # the last epoch (3) is measured at the end though 3 % 2 != 0

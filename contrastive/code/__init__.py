@@ -1,7 +1,7 @@
 """The source-code modality: C/C++ functions as token sequences (issue: vulnerable-code detection
 from few labels). Parsing, label-leak removal, vocabularies, views and encoders live here.
 
-It is one object, CODE, with the interface described in contrastive.modality. Items are int64
+It is one object, CODE, a Modality (contrastive.modality_base). Items are int64
 (V, L) token tensors: row 0 the normalised function, rows 1.. its semantics-preserving variants.
 
 Default Juliet subset (`--juliet-cases`, DEFAULT_CASES): see that constant for the measurement.
@@ -9,15 +9,15 @@ Default Juliet subset (`--juliet-cases`, DEFAULT_CASES): see that constant for t
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 
-from contrastive.batches import Views
+from contrastive.batches import Views, ViewSpec
 from contrastive.code.baselines import BASELINES
 from contrastive.errors import ContrastiveError
-from contrastive.fields import opt, options_from
+from contrastive.fields import opt
+from contrastive.modality_base import Modality
 
 TASK_CHOICES = ("vulnerable", "cwe")
 # 600 of Juliet's 64,099 test cases, drawn with a fixed seed: 1,171 training and 324 test functions
@@ -51,36 +51,42 @@ class Options:
     vocab_size: int = opt(8000, "the most tokens in the vocabulary, built from the training split only")
 
 
-class CodeModality:
+class CodeModality(Modality):
     name = "code"
     noun = "functions"
+    kind = "source-code data"
     Options = Options
     load_options = ("task", "juliet_cases", "max_tokens", "variants", "vocab_size")
     specs = "juliet:DIR, code:DIR, code:FILE.jsonl"
     specs_help = ("source code: juliet:DIR (the unpacked juliet-c folder of NIST's Juliet C/C++ 1.3, labelled by "
                   "--task), code:DIR (any C/C++ tree, unlabelled) or code:FILE.jsonl (records {\"code\", \"label\"})")
-    backbones_help = "source code: transformer or cnn; default cnn (the cheaper one on a CPU)"
-    # name -> function(labeled, pool, queries, num_classes, seed) -> float (len(queries), num_classes) probabilities
-    baselines = BASELINES
-    contact_sheet = None  # code has no picture: `similar` then says so and writes no sheet (contrastive.apply)
+    backbones_help = ("source code: transformer or cnn; default cnn on a CPU (about four times the transformer's "
+                      "speed), transformer on a GPU")
+    # code has no picture (draws stays False): `similar` then says so and writes no sheet (contrastive.apply)
+
+    @property
+    def baselines(self) -> dict:
+        """name -> fn(labeled, pool, queries, num_classes, seed) -> float (len(queries), num_classes)
+        probabilities: tf-idf baselines (contrastive.code.baselines)."""
+        return BASELINES
 
     @staticmethod
     def claims(spec: str | None) -> bool:
         return spec is not None and spec.partition(":")[0].strip().lower() in ("juliet", "code")
 
     @staticmethod
-    def load(spec: str, given: dict, inputs: dict | None = None):
+    def load(spec: str, options: Options, inputs: dict | None = None):
         """The data; with an encoder's inputs, tokenised with that encoder's vocabulary and length."""
         from contrastive.code.data import load_code
 
-        o = _options(given)
+        o = _checked(options)
         length = inputs["max_tokens"] if inputs else o.max_tokens
         return load_code(spec, task=o.task, max_tokens=length, variants=o.variants, vocab_size=o.vocab_size,
                          juliet_cases=o.juliet_cases or None, vocab=inputs["vocab"] if inputs else None)
 
-    @staticmethod
-    def resolve(given: dict, data) -> dict:
-        return dataclasses.asdict(_options(given))
+    def resolve(self, options: Options | dict, data) -> Options:
+        """Nothing depends on the data: the options as given, checked."""
+        return _checked(self.options(options))
 
     @staticmethod
     def default_backbone(data, device_type: str = "cpu") -> str:
@@ -89,7 +95,7 @@ class CodeModality:
         return "cnn" if device_type == "cpu" else "transformer"
 
     @staticmethod
-    def encoder_inputs(data, options: dict) -> dict:
+    def encoder_inputs(data, options: Options) -> dict:
         return {"vocab": list(data.vocab), "max_tokens": data.max_tokens}
 
     @staticmethod
@@ -105,17 +111,25 @@ class CodeModality:
                                    f"with; pass the --data, --juliet-cases and --vocab-size it was trained on")
 
     @staticmethod
-    def pretrain_views(recipe: str, dataset, inputs: dict, options: dict) -> Views:
-        """Two views from one recipe for every method (contrastive.code.views); `recipe` is not needed."""
+    def pretrain_views(spec: ViewSpec, dataset, inputs: dict, options: Options) -> Views:
+        """As many token views as the method asks for global views, all from one recipe whatever its family
+        (contrastive.code.views: the family names image recipes). No local views: a window of a function's
+        tokens is no smaller view of the same function (the crops that would make one erase the few tokens
+        a flaw is in, see views.py), so a method that asks for some is refused; multi-crop methods, which
+        ask for the modality's default number (local_views None), get none."""
         from contrastive.code.views import TokenRecipe, one_item, placeholder_blocks, token_view, trimmed
 
-        blocks = placeholder_blocks(inputs["vocab"])
+        if spec.local_views:
+            raise spec.refusal("code", "source code has no local views", "use a method without local views")
+        if spec.global_views < 1:
+            raise spec.refusal("code", "a method needs at least one view", "ask for 1 or more global views")
+        blocks, count = placeholder_blocks(inputs["vocab"]), spec.global_views
 
-        def two(items, g):
-            return [token_view(items, TokenRecipe(), g, blocks), token_view(items, TokenRecipe(), g, blocks)]
+        def views(items, g):
+            return [token_view(items, TokenRecipe(), g, blocks) for _ in range(count)]
 
         # Items read one by one keep the full length: a DataLoader stacks them.
-        return Views(lambda item: one_item(two, item), lambda items, g: trimmed(two(items, g)))
+        return Views(lambda item: one_item(views, item), lambda items, g: trimmed(views(items, g)))
 
     @staticmethod
     def classifier_views(dataset, inputs: dict, augment: bool | str) -> Views:
@@ -138,10 +152,6 @@ class CodeModality:
         from contrastive.code.views import trimmed
 
         return Views(lambda item: [item[0]], lambda items, g: trimmed([items[:, 0]]))
-
-    @staticmethod
-    def prepare_model(model: torch.nn.Module, options: dict) -> torch.nn.Module:
-        return model
 
     @staticmethod
     def colourings(dataset) -> dict:
@@ -196,8 +206,7 @@ class CodeModality:
                 f"{len(inputs['vocab'])}")
 
 
-def _options(given: dict) -> Options:
-    o = options_from(Options, given, "source-code data")
+def _checked(o: Options) -> Options:
     if o.task not in TASK_CHOICES:
         raise ContrastiveError(f"unknown task '{o.task}'; choose one of: {', '.join(TASK_CHOICES)}")
     return o

@@ -1,8 +1,8 @@
 """The classifier every few-label stage trains: encoder -> optional neck -> linear layer; saving and loading it.
 
 A classifier carries the record of what it is built from (modality, backbone, inputs,
-widths, neck shape), so a saved one is rebuilt from its file alone. Files are written
-atomically and read with weights_only=True, like every checkpoint here.
+widths, neck shape), so a saved one is rebuilt from its file alone. Its file is of kind "classifier"
+in the project's one format (contrastive.files): written atomically, read with weights_only=True.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from contrastive.checkpoint import load_checkpoint, save_atomic
+from contrastive import files
 from contrastive.errors import ContrastiveError
-from contrastive.evaluate.pretrained import CLASSIFIER_KIND, Pretrained, build_neck
+from contrastive.evaluate.pretrained import Pretrained, build_neck
 from contrastive.modality import Reader
 
-KIND = CLASSIFIER_KIND
+KIND = files.CLASSIFIER
 
 
 class Classifier(nn.Module):
@@ -87,18 +87,17 @@ def save_classifier(model: Classifier, path: str | Path, *, data: dict, label_fr
     if model.record is None:
         raise ValueError("this classifier was built on a user-supplied encoder and has no record to rebuild it from")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic({"kind": KIND, "model": model.state_dict(), "config": {"kind": KIND},
-                 "encoder": dict(model.record), "num_classes": model.fc.out_features, "data": dict(data),
-                 "label_fraction": float(label_fraction), "indices": torch.as_tensor(indices)}, path)
+    files.save(path, KIND, {"model": model.state_dict(), "encoder": dict(model.record),
+                            "num_classes": model.fc.out_features, "data": dict(data),
+                            "label_fraction": float(label_fraction), "indices": torch.as_tensor(indices)})
     return path
 
 
 def load_classifier(path: str | Path, ckpt: dict | None = None) -> tuple[Classifier, dict]:
     """(classifier, metadata) from a file written by save_classifier; one-line errors otherwise.
     `ckpt`: the file's contents when the caller has read them already."""
-    ckpt = load_checkpoint(path) if ckpt is None else ckpt
-    if ckpt.get("kind") != KIND and ckpt["config"].get("kind") == KIND:
+    ckpt = files.load(path, KIND) if ckpt is None else ckpt
+    if ckpt.get("kind") == KIND and "encoder" not in ckpt:  # {"model", "config": {"kind": ...}}, before the record
         raise ContrastiveError(f"{path} is a classifier written by an older version of contrastive; fine-tune "
                                "again (contrastive finetune --out DIR) to get one this version reads")
     if ckpt.get("kind") != KIND:

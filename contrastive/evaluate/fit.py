@@ -45,6 +45,19 @@ class Budget:
     def kwargs(self) -> dict:
         return dataclasses.asdict(self)
 
+    def batch(self, n_items: int) -> int:
+        """Items per step over `n_items`: the batches of an epoch made nearly equal in size (4,000 items at
+        batch_size 256: 16 batches of 250), so no batch is a lone item that BatchNorm cannot normalise."""
+        return math.ceil(n_items / batches_per_epoch(n_items, self.batch_size))
+
+    def steps(self, n_items: int) -> int:
+        """Optimizer steps of a fit over `n_items`: max(epochs * batches an epoch, min_steps)."""
+        return max(self.epochs * batches_per_epoch(n_items, self.batch_size), self.min_steps)
+
+
+def batches_per_epoch(n_items: int, batch_size: int) -> int:
+    return math.ceil(n_items / min(batch_size, n_items))
+
 
 # Fine-tuning and the supervised baseline get the same steps; each its own best lr. A pretrained
 # network is fine-tuned gently: on the digits at 1% labels (3 label draws, 30-epoch SimCLR
@@ -96,9 +109,8 @@ def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epoch
     device = torch.device(device)
     precision = resolve_precision(precision, device)
     loss_fn = loss_fn or cross_entropy
-    batches_per_epoch = math.ceil(len(train) / min(batch_size, len(train)))
-    batch_size = math.ceil(len(train) / batches_per_epoch)
-    total_steps = max(epochs * batches_per_epoch, min_steps)
+    budget = Budget(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr)
+    batch_size, total_steps = budget.batch(len(train)), budget.steps(len(train))
     model.to(device)
     optimizer = build_optimizer("sgd", model, lr, weight_decay, momentum=0.9)
     scheduler = build_scheduler(optimizer, total_steps, warmup_steps=0)

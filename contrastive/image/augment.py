@@ -201,6 +201,7 @@ def byol_recipes(size: int, channels: int, strength: float = 1.0) -> list[ViewRe
 # range becomes 0.25-0.4.
 MULTICROP_SCALES = (0.4, 0.05, 0.4)  # global min scale, local min scale, split point (global min = local max)
 MULTICROP_LOCAL = 6  # number of local crops
+MULTICROP_FAMILY = "multicrop"  # the family name of these views (a method's ViewSpec)
 
 
 def multicrop_recipes(size: int, channels: int, strength: float = 1.0) -> list[ViewRecipe]:
@@ -223,9 +224,10 @@ def multicrop_recipes(size: int, channels: int, strength: float = 1.0) -> list[V
     return globals_ + [local] * MULTICROP_LOCAL
 
 
-RECIPES = {"simclr": simclr_recipes, "moco": moco_recipes, "byol": byol_recipes,  # method -> its views
-           "multicrop": multicrop_recipes,
-           "one_view": lambda size, channels, strength=1.0: [classifier_recipe(size, channels)]}  # DIM, CPC: one view
+# family -> its views; a method names one in its ViewSpec. "light": one lightly cropped view (DIM, CPC).
+RECIPES = {"simclr": simclr_recipes, "moco": moco_recipes, "byol": byol_recipes,
+           MULTICROP_FAMILY: multicrop_recipes,
+           "light": lambda size, channels, strength=1.0: [classifier_recipe(size, channels)]}
 
 
 def method_recipes(method: str, size: int, channels: int, strength: float = 1.0) -> list[ViewRecipe]:
@@ -280,7 +282,7 @@ def styled_recipes(method: str, size: int, channels: int, strength: float = 1.0,
     """A method's views in a style: the paper's (method_recipes) or handwriting's (see handwriting).
     local_crops: for multi-crop views, how many local crops follow the two global ones (None: MULTICROP_LOCAL)."""
     recipes = method_recipes(method, size, channels, strength)
-    if method == "multicrop" and local_crops is not None:
+    if method == MULTICROP_FAMILY and local_crops is not None:
         recipes = recipes[:2] + recipes[2:3] * local_crops
     if view_style(style, size, channels) == "handwriting":
         return [handwriting(r) for r in recipes]

@@ -112,6 +112,7 @@ class DataSplits:
     image_size: int  # nominal square side the augmentations crop to
     classes: list[str]  # class names; [] when unlabeled
     skipped: int = 0  # unreadable files left out because skip_bad=True
+    positive_class: int | None = None  # images have no class that F1 and PR-AUC are of (code: "vulnerable")
 
 
 def load_data(spec: str | None = None, *, skip_bad: bool = False, channels: int | None = None) -> DataSplits:

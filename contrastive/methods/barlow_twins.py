@@ -24,18 +24,21 @@ parameters (0.0048 against 0.2 for the weights); the optimizer belongs to the lo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from contrastive import distributed as dist
+from contrastive.batches import ViewSpec
 from contrastive.fields import opt
 from contrastive.heads import mlp
 from contrastive.losses import barlow_twins_loss
+from contrastive.methods.base import MethodOptions
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(MethodOptions):
     proj_dim: int = opt(2048, "projector output width: 2048 as in solo-learn's and lightly's CIFAR configs; the "
                               "paper's 8192 (its ablation finds accuracy still growing with the width) costs "
                               "16x the head compute on a CPU-sized run: pass 8192 to reproduce the paper")
@@ -45,6 +48,12 @@ class Options:
                                          "(Barlow Twins implementation details: 5e-3; the official code: 0.0051)")
     gather: bool = opt(True, "under torchrun: the cross-correlation over the global batch (official code), "
                              "exact gradients")
+
+    VIEWS: ClassVar[ViewSpec] = ViewSpec("byol")  # Barlow Twins implementation details: BYOL's asymmetric pair
+
+    def distributed_note(self) -> str:
+        return ("Barlow Twins cross-correlation over the global batch" if self.gather
+                else "Barlow Twins cross-correlation over each process's batch")
 
 
 # Base lr per 256 images. LARS 0.2: Barlow Twins implementation details and the official
@@ -56,19 +65,17 @@ class Options:
 # ResNet-18). AdamW 1e-3: a common small-batch choice, not from the paper.
 BASE_LR = {"sgd": 3e-4, "lars": 0.2, "adamw": 1e-3}
 SHAPE = ("proj_dim", "proj_hidden", "head_layers")  # options that shape the weights
-VIEWS = "byol"  # Barlow Twins implementation details: BYOL's asymmetric pair
 
 
 class BarlowTwins(nn.Module):
-    def __init__(self, encoder: nn.Module, feat_dim: int, proj_hidden: int = 2048, proj_dim: int = 2048,
-                 head_layers: int = 3, redundancy_weight: float = 5e-3, gather: bool = True):
+    def __init__(self, encoder: nn.Module, feat_dim: int, options: Options = Options()):
         super().__init__()
+        o = options
+        self.options = o
         self.encoder = encoder
-        self.projector = mlp(feat_dim, proj_hidden, proj_dim, head_layers, batch_norm=True)
+        self.projector = mlp(feat_dim, o.proj_hidden, o.proj_dim, o.head_layers, batch_norm=True)
         # The output layer has no bias (official code): the loss standardises each dimension, which cancels it.
         self.projector[-1][0].register_parameter("bias", None)
-        self.redundancy_weight = redundancy_weight
-        self.gather = gather  # c over every rank's batch (a no-op on one process)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(x))
@@ -77,10 +84,10 @@ class BarlowTwins(nn.Module):
         x1, x2 = views
         # Each view is its own batch (BN statistics per view), as in the official code.
         z1, z2 = self.project(x1), self.project(x2)  # (n, proj_dim) each, this rank's batch
-        if self.gather:
+        if self.options.gather:  # c over every rank's batch (a no-op on one process)
             # (N, proj_dim) each, ranks in order, so row i of z1 and of z2 are still one image's views
             z1, z2 = dist.gather_with_grad(z1), dist.gather_with_grad(z2)
-        return barlow_twins_loss(z1, z2, self.redundancy_weight), {}
+        return barlow_twins_loss(z1, z2, self.options.redundancy_weight), {}
 
     def classifier_neck(self) -> None:
         """Fine-tuning starts from the encoder alone (no head layer is kept)."""
@@ -90,12 +97,5 @@ class BarlowTwins(nn.Module):
         """Barlow Twins has no target network."""
 
 
-def distributed_note(options: dict) -> str:
-    """What Barlow Twins does across processes, for the run's log."""
-    return ("Barlow Twins cross-correlation over the global batch" if options["gather"]
-            else "Barlow Twins cross-correlation over each process's batch")
-
-
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> BarlowTwins:
-    return BarlowTwins(encoder, feat_dim, options.proj_hidden, options.proj_dim, options.head_layers,
-                       options.redundancy_weight, gather=options.gather)
+    return BarlowTwins(encoder, feat_dim, options)

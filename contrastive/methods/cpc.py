@@ -39,18 +39,21 @@ target patches apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contrastive.batches import ViewSpec
 from contrastive.fields import opt
 from contrastive.losses import cpc_info_nce
+from contrastive.methods.base import MethodOptions
 from contrastive.methods.infomax import local_width
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(MethodOptions):
     steps: int = opt(3, "K, how many rows (or positions) ahead are predicted (CPC v2: up to 5 rows of a 7x7 "
                         "grid; 3 here for the 7x7 map of 28 px digits)")
     context_hidden: int = opt(256, "width of the context network (not from the papers: a CPU-sized choice)")
@@ -70,20 +73,21 @@ class Options:
     max_pairs: int = opt(2048, "at most this many prediction-target pairs per offset in the InfoNCE (not from the "
                                "papers: bounds the score matrix)")
 
+    VIEWS: ClassVar[ViewSpec] = ViewSpec("light", global_views=1)  # one light view per item: CPC predicts within an item
+    # cross_view: two views of SimCLR's family (colour, as CPC v2's colour dropping; crops)
+    TWO_VIEWS: ClassVar[ViewSpec] = ViewSpec("simclr", global_views=2)
+
+    def views(self) -> ViewSpec:
+        """One view, or two with `cross_view`."""
+        return self.TWO_VIEWS if self.cross_view else self.VIEWS
+
 
 # Base lr per 256 images. AdamW 2e-4 (CPC v1 used Adam 2e-4). SGD 0.01: not from the papers; the scores are
 # unnormalised dot products, and at 0.06 the loss diverged on the embedded digits (small_cnn, 2 epochs) while 0.01
 # took kNN top-1 0.488 -> 0.561 in 3 epochs of 2000 images. LARS 0.3: SimCLR's, not checked.
 BASE_LR = {"sgd": 0.01, "lars": 0.3, "adamw": 2e-4}
 SHAPE = ("steps", "context_hidden", "context_layers", "patch", "directions")  # options that shape the weights
-VIEWS = "one_view"  # one view per item: CPC predicts within an item
 ROTATIONS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3)}  # directions -> quarter turns of the grid (0: top-down)
-TWO_VIEWS = "simclr"  # cross_view: two views of SimCLR's family (colour, as CPC v2's colour dropping; crops)
-
-
-def views(options: Options) -> str:
-    """The view recipe: one view, or two with `cross_view`."""
-    return TWO_VIEWS if options.cross_view else VIEWS
 
 
 def cut_windows(x: torch.Tensor, p: int, jitter: int = 0, stride: int = 0) -> tuple[torch.Tensor, int, int]:
@@ -118,9 +122,10 @@ class RowCausalBlock(nn.Module):
 
 
 class CPC(nn.Module):
-    def __init__(self, encoder: nn.Module, latent_dim: int, options: Options = Options()):
+    def __init__(self, encoder: nn.Module, feat_dim: int, options: Options = Options()):
         super().__init__()
         o = options
+        latent_dim = feat_dim if o.patch > 0 else local_width(encoder)  # windows: pooled features; else the local map
         self.encoder = encoder
         self.options = o
         self.context = nn.Sequential(nn.Conv2d(latent_dim, o.context_hidden, 1),
@@ -185,4 +190,4 @@ class CPC(nn.Module):
 
 
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> CPC:
-    return CPC(encoder, feat_dim if options.patch > 0 else local_width(encoder), options)
+    return CPC(encoder, feat_dim, options)

@@ -26,20 +26,23 @@ official code does; the loss itself is per image and DDP averages it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from contrastive import distributed as dist
+from contrastive.batches import ViewSpec
 from contrastive.fields import opt
 from contrastive.losses import dino_loss
+from contrastive.methods.base import MethodOptions
 from contrastive.methods.crops import by_size
 from contrastive.momentum import cosine_ema, ema_update, frozen_copy
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(MethodOptions):
     out_dim: int = opt(65536, "K, the head's output width (DINO sec. 3.1 and official --out_dim: 65536)")
     proj_hidden: int = opt(2048, "head hidden width (DINO appendix / official DINOHead: 2048)")
     bottleneck: int = opt(256, "head bottleneck width before the weight-normalised layer (official: 256)")
@@ -56,13 +59,19 @@ class Options:
     ema: float = opt(0.996, "teacher EMA rate at the start, raised to 1 on a half-cosine (DINO sec. 3.1: 0.996)")
     freeze_last_layer: float = opt(0.01, "fraction of training with the last layer frozen (official: 1 epoch of 100)")
 
+    # DINO sec. 3.1: 2 global + several local crops, BYOL's colour and blur; the modality's default number of
+    # local crops (images: --local-crops)
+    VIEWS: ClassVar[ViewSpec] = ViewSpec("multicrop", global_views=2, local_views=None)
+
+    def distributed_note(self) -> str:
+        return "DINO center from the teacher outputs of every process"
+
 
 # Base lr per 256 images. SGD 0.03: the official ResNet-50 command (with weight decay 1e-4, scaled by batch / 256).
 # AdamW 5e-4: the official ViT recipe (sec. 3.1 and main_dino.py, weight decay 0.04 -> 0.4). LARS 0.3: not
 # from the paper, SimCLR's LARS value as for the other methods.
 BASE_LR = {"sgd": 0.03, "lars": 0.3, "adamw": 5e-4}
 SHAPE = ("out_dim", "proj_hidden", "bottleneck", "head_layers", "norm_last_layer")  # options that shape the weights
-VIEWS = "multicrop"  # DINO sec. 3.1: 2 global + several local crops, BYOL's colour and blur
 
 
 class Head(nn.Module):
@@ -148,11 +157,6 @@ class DINO(nn.Module):
         self.momentum.fill_(m)
         ema_update(self.teacher_encoder, self.encoder, m)
         ema_update(self.teacher_head, self.head, m)
-
-
-def distributed_note(options: dict) -> str:
-    """What DINO does across processes, for the run's log."""
-    return "DINO center from the teacher outputs of every process"
 
 
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> DINO:

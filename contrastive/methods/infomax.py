@@ -29,17 +29,20 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+from contrastive.batches import ViewSpec
 from contrastive.errors import ContrastiveError
 from contrastive.fields import opt
 from contrastive.losses import local_global_jsd_loss, local_global_nce_loss
+from contrastive.methods.base import MethodOptions
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(MethodOptions):
     embed_dim: int = opt(512, "width of the score space of the local and global embeddings (not from the paper: "
                               "a CPU-sized choice)")
     embed_hidden: int = opt(512, "hidden width of the two embedding networks (not from the paper)")
@@ -53,6 +56,22 @@ class Options:
     cross_view: bool = opt(False, "score the locations of each of two augmented views against the other view's "
                                   "global feature (AMDIM, Bachman et al. 2019); off: one view, DIM as published")
 
+    # one light view per item: DIM contrasts an item's parts with its whole, not two views
+    VIEWS: ClassVar[ViewSpec] = ViewSpec("light", global_views=1)
+    # cross_view: AMDIM's augmentation (crops, colour jitter, grayscale) is SimCLR's family
+    TWO_VIEWS: ClassVar[ViewSpec] = ViewSpec("simclr", global_views=2)
+
+    def finish(self, *, world_size: int = 1, local_batch: int = 1) -> "Options":
+        """Checks the options that only go together: AMDIM's stabilised scores are for the NCE estimator."""
+        if self.stabilise and self.estimator != "nce":
+            raise ContrastiveError(f"--stabilise is for the NCE estimator (AMDIM's scores), not {self.estimator}; "
+                                   f"add --estimator nce or drop --stabilise")
+        return self
+
+    def views(self) -> ViewSpec:
+        """One view, or two with `cross_view` (AMDIM)."""
+        return self.TWO_VIEWS if self.cross_view else self.VIEWS
+
 
 # Base lr per 256 images. AdamW 1e-4: the paper trains with Adam at 1e-4 (appendix A.2). SGD 0.01: not from the
 # paper; the scores are unnormalised dot products, and at 0.06 the loss diverged on the embedded digits (small_cnn,
@@ -60,21 +79,23 @@ class Options:
 BASE_LR = {"sgd": 0.01, "lars": 0.3, "adamw": 1e-4}
 SHAPE = ("embed_dim", "embed_hidden")  # options that shape the weights
 ESTIMATORS = {"jsd": local_global_jsd_loss, "nce": local_global_nce_loss}
-VIEWS = "one_view"  # one view per item: DIM contrasts an item's parts with its whole, not two views
-TWO_VIEWS = "simclr"  # cross_view: AMDIM's augmentation (crops, colour jitter, grayscale) is SimCLR's family
 
 
-def finish(options: Options, *, world_size: int = 1, local_batch: int = 1) -> Options:
-    """Checks the options that only go together: AMDIM's stabilised scores are for the NCE estimator."""
-    if options.stabilise and options.estimator != "nce":
-        raise ContrastiveError(f"--stabilise is for the NCE estimator (AMDIM's scores), not {options.estimator}; "
-                               f"add --estimator nce or drop --stabilise")
-    return options
+@runtime_checkable
+class LocalFeatures(Protocol):
+    """An encoder that also gives its features before pooling (small_cnn, vit_tiny, the code encoders)."""
+
+    local_dim: int  # D, the width of each location's feature
+
+    def local_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D, H, W), or (N, D, L) for sequences."""
 
 
-def views(options: Options) -> str:
-    """The view recipe: one view, or two with `cross_view` (AMDIM)."""
-    return TWO_VIEWS if options.cross_view else VIEWS
+def local_width(encoder: nn.Module) -> int:
+    """The width D of encoder.local_features, which DIM and CPC need."""
+    if not isinstance(encoder, LocalFeatures):
+        raise ValueError("this method needs an encoder with local_features(x) and local_dim (e.g. small_cnn, vit_tiny)")
+    return int(encoder.local_dim)
 
 
 class Embed(nn.Module):
@@ -91,9 +112,11 @@ class Embed(nn.Module):
 
 
 class DeepInfoMax(nn.Module):
-    def __init__(self, encoder: nn.Module, feat_dim: int, local_dim: int, options: Options = Options()):
+    def __init__(self, encoder: nn.Module, feat_dim: int, options: Options = Options()):
         super().__init__()
         o = options
+        self.options = o
+        local_dim = local_width(encoder)
         self.encoder = encoder
         self.local_weight, self.cross_view = o.local_weight, o.cross_view
         self.loss = ESTIMATORS[o.estimator]
@@ -128,12 +151,5 @@ class DeepInfoMax(nn.Module):
         """Deep InfoMax has no target network."""
 
 
-def local_width(encoder: nn.Module) -> int:
-    """The width D of encoder.local_features (attribute local_dim), which DIM and CPC need."""
-    if not hasattr(encoder, "local_features") or not hasattr(encoder, "local_dim"):
-        raise ValueError("this method needs an encoder with local_features(x) and local_dim (e.g. small_cnn, vit_tiny)")
-    return int(encoder.local_dim)
-
-
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> DeepInfoMax:
-    return DeepInfoMax(encoder, feat_dim, local_width(encoder), options)
+    return DeepInfoMax(encoder, feat_dim, options)

@@ -24,23 +24,26 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from contrastive import distributed as dist
+from contrastive.batches import ViewSpec
 from contrastive.errors import ContrastiveError
 from contrastive.fields import opt
 from contrastive.heads import moco_head
 from contrastive.losses import info_nce
+from contrastive.methods.base import MethodOptions
 from contrastive.momentum import ema_update, frozen_copy
 from contrastive.norm import convert_split_bn
 
 
 @dataclass(frozen=True)
-class Options:
-    temperature: float = opt(0.2, "InfoNCE temperature (MoCo v2, arXiv:2003.04297: 0.2)")
+class Options(MethodOptions):
+    temperature: float = opt(0.2, "InfoNCE temperature (MoCo v2, arXiv:2003.04297: 0.2)", positive=True)
     proj_dim: int = opt(128, "projection output width (MoCo: 128)")
     proj_hidden: int | None = opt(None, "projection hidden width; default the encoder's width (MoCo v2: 2048 for ResNet-50)")
     head_layers: int = opt(2, "projection head depth (MoCo v2: a 2-layer MLP, no BN)")
@@ -53,43 +56,44 @@ class Options:
     shuffle_bn: bool = opt(True, "compute keys on a batch shuffled across processes / BN splits, so BN cannot leak "
                                  "which key matches a query (MoCo sec. 3.3)")
 
+    VIEWS: ClassVar[ViewSpec] = ViewSpec("moco")  # MoCo v2's "aug+" recipe
+
+    def finish(self, *, world_size: int = 1, local_batch: int = 1) -> "Options":
+        """The defaults that depend on the run: BN splits. On one process MoCo simulates the paper's
+        8 GPUs with 8 BN groups (MoCo CIFAR demo); under torchrun each rank's BN is already local."""
+        splits = self.bn_splits
+        if splits is None:
+            splits = 8 if world_size == 1 and local_batch % 8 == 0 else 1
+        if splits < 1 or local_batch % splits:
+            raise ContrastiveError(f"--bn-splits {splits} must be at least 1 and divide the batch of each process "
+                                   f"({local_batch}); pass a divisor of {local_batch}")
+        return dataclasses.replace(self, bn_splits=splits)
+
+    def distributed_note(self) -> str:
+        shuffled = "on a batch shuffled across processes" if self.shuffle_bn else "without shuffling"
+        return f"MoCo keys {shuffled}; every process enqueues all keys"
+
 
 # Base lr per 256 images: LARS 0.3 (as SimCLR), AdamW 1e-3 (not from the paper).
 # SGD 0.06 per 256: the MoCo CIFAR demo's value (0.06, there at batch 512) taken per 256; lightly's
 # CIFAR-10 benchmarks use 0.06 x batch/128 (0.12 per 256). Every number in BENCHMARKS.md was measured with 0.06.
 BASE_LR = {"sgd": 0.06, "lars": 0.3, "adamw": 1e-3}
 SHAPE = ("proj_dim", "proj_hidden", "head_layers", "queue_size")  # options that shape the weights
-VIEWS = "moco"  # MoCo v2's "aug+" recipe
-
-
-def finish(options: Options, *, world_size: int, local_batch: int) -> Options:
-    """The defaults that depend on the run: BN splits. On one process MoCo simulates the paper's
-    8 GPUs with 8 BN groups (MoCo CIFAR demo); under torchrun each rank's BN is already local."""
-    splits = options.bn_splits
-    if splits is None:
-        splits = 8 if world_size == 1 and local_batch % 8 == 0 else 1
-    if splits < 1 or local_batch % splits:
-        raise ContrastiveError(f"--bn-splits {splits} must be at least 1 and divide the batch of each process "
-                               f"({local_batch}); pass a divisor of {local_batch}")
-    return dataclasses.replace(options, bn_splits=splits)
 
 
 class MoCo(nn.Module):
-    def __init__(self, encoder: nn.Module, feat_dim: int, proj_hidden: int, proj_dim: int = 128,
-                 head_layers: int = 2, temperature: float = 0.2, queue_size: int = 4096,
-                 momentum: float = 0.99, symmetric: bool = False, bn_splits: int = 1, shuffle_bn: bool = True):
+    def __init__(self, encoder: nn.Module, feat_dim: int, options: Options = Options()):
         super().__init__()
-        self.encoder = convert_split_bn(encoder, bn_splits)  # in place; the key encoder is a copy of it
-        self.projector = moco_head(feat_dim, proj_hidden, proj_dim, head_layers)
+        o = options
+        self.options = o
+        # bn_splits None (options not finished for a run, e.g. built directly): one group, plain BN
+        self.bn_splits = o.bn_splits or 1
+        self.encoder = convert_split_bn(encoder, self.bn_splits)  # in place; the key encoder is a copy of it
+        self.projector = moco_head(feat_dim, o.proj_hidden or feat_dim, o.proj_dim, o.head_layers)
         self.key_encoder = frozen_copy(self.encoder)
         self.key_projector = frozen_copy(self.projector)
-        self.temperature = temperature
-        self.momentum = momentum
-        self.symmetric = symmetric
-        self.bn_splits = bn_splits
-        self.shuffle_bn = shuffle_bn
         # The dictionary: K normalised keys (K, D), filled at random as in the official code.
-        self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+        self.register_buffer("queue", F.normalize(torch.randn(o.queue_size, o.proj_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +103,7 @@ class MoCo(nn.Module):
     def key(self, x: torch.Tensor) -> torch.Tensor:
         """(n, C, H, W) -> (n, D) normalised keys, row i for image i, from a shuffled batch when
         shuffling can change the key encoder's batch statistics (several ranks or BN splits)."""
-        if not (self.shuffle_bn and (dist.world_size() > 1 or self.bn_splits > 1)):
+        if not (self.options.shuffle_bn and (dist.world_size() > 1 or self.bn_splits > 1)):
             return self._encode_key(x)
         x, unshuffle = dist.shuffle_across_ranks(x)
         return unshuffle(self._encode_key(x))
@@ -111,12 +115,12 @@ class MoCo(nn.Module):
         x1, x2 = views
         queue = self.queue.clone()  # the loss sees the queue before this step's keys go in
         k2 = self.key(x2)
-        loss = info_nce(self.query(x1), k2, queue, self.temperature)
+        loss = info_nce(self.query(x1), k2, queue, self.options.temperature)
         keys = k2
-        if self.symmetric:
+        if self.options.symmetric:
             # MoCo CIFAR demo: swap the crops, add the two losses, enqueue both sets of keys.
             k1 = self.key(x1)
-            loss = loss + info_nce(self.query(x2), k1, queue, self.temperature)
+            loss = loss + info_nce(self.query(x2), k1, queue, self.options.temperature)
             keys = torch.cat([k1, k2])
         self.enqueue(dist.gather(keys))  # (world * keys, D), rank 0's keys first
         return loss, {}
@@ -139,17 +143,9 @@ class MoCo(nn.Module):
     @torch.no_grad()
     def update_target(self, progress: float) -> None:
         """Momentum update (constant m, MoCo eq. 2); `progress` is unused."""
-        ema_update(self.key_encoder, self.encoder, self.momentum)
-        ema_update(self.key_projector, self.projector, self.momentum)
-
-
-def distributed_note(options: dict) -> str:
-    """What MoCo does across processes, for the run's log."""
-    shuffled = "on a batch shuffled across processes" if options["shuffle_bn"] else "without shuffling"
-    return f"MoCo keys {shuffled}; every process enqueues all keys"
+        ema_update(self.key_encoder, self.encoder, self.options.ema)
+        ema_update(self.key_projector, self.projector, self.options.ema)
 
 
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> MoCo:
-    return MoCo(encoder, feat_dim, options.proj_hidden or feat_dim, options.proj_dim, options.head_layers,
-                options.temperature, options.queue_size, options.ema, options.symmetric,
-                bn_splits=options.bn_splits or 1, shuffle_bn=options.shuffle_bn)
+    return MoCo(encoder, feat_dim, options)

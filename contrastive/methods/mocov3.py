@@ -23,21 +23,24 @@ updated identically on every rank.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from contrastive import distributed as dist
+from contrastive.batches import ViewSpec
 from contrastive.fields import opt
 from contrastive.heads import mlp
 from contrastive.losses import contrastive_loss
+from contrastive.methods.base import MethodOptions
 from contrastive.momentum import cosine_ema, ema_update, frozen_copy
 
 
 @dataclass(frozen=True)
-class Options:
-    temperature: float = opt(1.0, "softmax temperature T (official code: 1.0 for ResNets; 0.2 for ViTs)")
+class Options(MethodOptions):
+    temperature: float = opt(1.0, "softmax temperature T (official code: 1.0 for ResNets; 0.2 for ViTs)", positive=True)
     proj_dim: int = opt(256, "projector and predictor output width (MoCo v3 implementation details: 256)")
     proj_hidden: int = opt(4096, "projector hidden width (MoCo v3 implementation details: 4096)")
     head_layers: int = opt(3, "projector depth (MoCo v3 implementation details: 3; the official ResNet-50 code uses 2)")
@@ -46,6 +49,12 @@ class Options:
                            "0.996 for its 1000-epoch ResNet-50)")
     gather: bool = opt(True, "under torchrun: negatives from the keys of every process (official code)")
 
+    VIEWS: ClassVar[ViewSpec] = ViewSpec("byol")  # MoCo v3 implementation details: BYOL's augmentations
+
+    def distributed_note(self) -> str:
+        return ("MoCo v3 negatives from the keys of every process" if self.gather
+                else "MoCo v3 negatives from each process's keys")
+
 
 # Base lr per 256 images. LARS 0.3: the official CONFIG.md for ResNet-50 at 300 and 1000 epochs (0.6 at 100;
 # weight decay 1e-6, the package's LARS default). AdamW 1.5e-4: the official ViT recipe (with weight decay 0.1;
@@ -53,23 +62,19 @@ class Options:
 # them), not from the paper; on the embedded digits (small_cnn, batch 256) kNN top-1 went 0.56 -> 0.69 in 6 epochs.
 BASE_LR = {"sgd": 0.06, "lars": 0.3, "adamw": 1.5e-4}
 SHAPE = ("proj_dim", "proj_hidden", "head_layers", "pred_hidden")  # options that shape the weights
-VIEWS = "byol"  # MoCo v3 implementation details: BYOL's augmentations
 
 
 class MoCoV3(nn.Module):
-    def __init__(self, encoder: nn.Module, feat_dim: int, proj_hidden: int = 4096, proj_dim: int = 256,
-                 head_layers: int = 3, pred_hidden: int = 4096, temperature: float = 1.0, base_ema: float = 0.99,
-                 gather: bool = True):
+    def __init__(self, encoder: nn.Module, feat_dim: int, options: Options = Options()):
         super().__init__()
+        o = options
+        self.options = o
         self.encoder = encoder
-        self.projector = mlp(feat_dim, proj_hidden, proj_dim, head_layers, batch_norm=True, last_bn=True)
-        self.predictor = mlp(proj_dim, pred_hidden, proj_dim, 2, batch_norm=True, last_bn=True)
+        self.projector = mlp(feat_dim, o.proj_hidden, o.proj_dim, o.head_layers, batch_norm=True, last_bn=True)
+        self.predictor = mlp(o.proj_dim, o.pred_hidden, o.proj_dim, 2, batch_norm=True, last_bn=True)
         self.key_encoder = frozen_copy(self.encoder)
         self.key_projector = frozen_copy(self.projector)
-        self.temperature = temperature
-        self.base_ema = base_ema
-        self.gather = gather
-        self.register_buffer("momentum", torch.tensor(base_ema, dtype=torch.float64))  # the last EMA rate used
+        self.register_buffer("momentum", torch.tensor(o.ema, dtype=torch.float64))  # the last EMA rate used
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         return self.predictor(self.projector(self.encoder(x)))
@@ -80,10 +85,11 @@ class MoCoV3(nn.Module):
 
     def ctr(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """This rank's n queries against the keys of every rank (of this rank alone without `gather`)."""
-        if not self.gather:
-            return contrastive_loss(q, k, 0, self.temperature)
+        temperature = self.options.temperature
+        if not self.options.gather:
+            return contrastive_loss(q, k, 0, temperature)
         k = F.normalize(k.float(), dim=1)  # gathered in float32, as the loss will see them
-        return contrastive_loss(q, dist.gather(k), q.shape[0] * dist.rank(), self.temperature)
+        return contrastive_loss(q, dist.gather(k), q.shape[0] * dist.rank(), temperature)
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         x1, x2 = views
@@ -100,18 +106,11 @@ class MoCoV3(nn.Module):
     @torch.no_grad()
     def update_target(self, progress: float) -> None:
         """EMA step with m = cosine_ema(m_base, k / K) (official adjust_moco_momentum)."""
-        m = cosine_ema(self.base_ema, progress)
+        m = cosine_ema(self.options.ema, progress)
         self.momentum.fill_(m)
         ema_update(self.key_encoder, self.encoder, m)
         ema_update(self.key_projector, self.projector, m)
 
 
-def distributed_note(options: dict) -> str:
-    """What MoCo v3 does across processes, for the run's log."""
-    return ("MoCo v3 negatives from the keys of every process" if options["gather"]
-            else "MoCo v3 negatives from each process's keys")
-
-
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> MoCoV3:
-    return MoCoV3(encoder, feat_dim, options.proj_hidden, options.proj_dim, options.head_layers,
-                  options.pred_hidden, options.temperature, options.ema, gather=options.gather)
+    return MoCoV3(encoder, feat_dim, options)

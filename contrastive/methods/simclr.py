@@ -12,23 +12,31 @@ CIFAR batch sizes that is small. With `gather` off each rank contrasts its own b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from contrastive import distributed as dist
+from contrastive.batches import ViewSpec
 from contrastive.fields import opt
 from contrastive.heads import mlp, simclr_head_shape
 from contrastive.losses import nt_xent
+from contrastive.methods.base import MethodOptions
 
 
 @dataclass(frozen=True)
-class Options:
-    temperature: float = opt(0.5, "NT-Xent softmax temperature (SimCLR appendix B.9: 0.5 for CIFAR-10)")
+class Options(MethodOptions):
+    temperature: float = opt(0.5, "NT-Xent softmax temperature (SimCLR appendix B.9: 0.5 for CIFAR-10)", positive=True)
     proj_dim: int = opt(128, "projection output width (SimCLR sec. 2.1: 128)")
     proj_hidden: int | None = opt(None, "projection hidden width; default the encoder's width (SimCLRv2 sec. 2)")
     head_layers: int = opt(3, "projection head depth (SimCLRv2 sec. 2: 3 layers with BN; v1: 2)")
     gather: bool = opt(True, "under torchrun: negatives from the global batch of every process, exact gradients")
+
+    VIEWS: ClassVar[ViewSpec] = ViewSpec("simclr")  # the modality's view recipe (images: SimCLR appendix A)
+
+    def distributed_note(self) -> str:
+        return "SimCLR negatives from the global batch" if self.gather else "SimCLR negatives from each process"
 
 
 # Base lr per 256 images, by optimizer. LARS 0.3 x B/256: SimCLR appendix B.1; AdamW: a common small-batch
@@ -37,18 +45,16 @@ class Options:
 # CIFAR-10 benchmarks use 0.06 x batch/128 (0.12 per 256). Every number in BENCHMARKS.md was measured with 0.06.
 BASE_LR = {"sgd": 0.06, "lars": 0.3, "adamw": 1e-3}
 SHAPE = ("proj_dim", "proj_hidden", "head_layers")  # options that shape the weights: a resume must share them
-VIEWS = "simclr"  # the modality's view recipe (images: SimCLR appendix A)
 
 
 class SimCLR(nn.Module):
-    def __init__(self, encoder: nn.Module, feat_dim: int, proj_hidden: int, proj_dim: int = 128,
-                 head_layers: int = 3, temperature: float = 0.5, gather: bool = True):
+    def __init__(self, encoder: nn.Module, feat_dim: int, options: Options = Options()):
         super().__init__()
+        o = options
+        self.options = o
         self.encoder = encoder
-        self.head_shape = simclr_head_shape(feat_dim, proj_hidden, proj_dim, head_layers)
+        self.head_shape = simclr_head_shape(feat_dim, o.proj_hidden or feat_dim, o.proj_dim, o.head_layers)
         self.projector = mlp(**self.head_shape)
-        self.temperature = temperature
-        self.gather = gather  # negatives from every rank (a no-op on one process)
 
     def classifier_neck(self) -> dict | None:
         """What fine-tuning starts from beyond the encoder: the first head layer (SimCLRv2 sec. 2).
@@ -66,17 +72,11 @@ class SimCLR(nn.Module):
         # of this process (all 2N with --sync-bn). n: this process's batch, N: the global one.
         z = self.projector(self.encoder(torch.cat([x1, x2])))  # (2n, proj_dim)
         z1, z2 = z.chunk(2)  # (n, proj_dim) each, this rank's batch
-        if self.gather:
+        if self.options.gather:  # negatives from every rank (a no-op on one process)
             # (N, proj_dim) each, ranks in order, so row i of z1 and of z2 are still one image's views
             z1, z2 = dist.gather_with_grad(z1), dist.gather_with_grad(z2)
-        return nt_xent(z1, z2, self.temperature), {}
-
-
-def distributed_note(options: dict) -> str:
-    """What SimCLR does across processes, for the run's log."""
-    return "SimCLR negatives from the global batch" if options["gather"] else "SimCLR negatives from each process"
+        return nt_xent(z1, z2, self.options.temperature), {}
 
 
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> SimCLR:
-    return SimCLR(encoder, feat_dim, options.proj_hidden or feat_dim, options.proj_dim, options.head_layers,
-                  options.temperature, gather=options.gather)
+    return SimCLR(encoder, feat_dim, options)

@@ -17,22 +17,27 @@ torchrun (a per-image loss, averaged by DDP); the official code's SyncBN is --sy
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from contrastive.batches import ViewSpec
 from contrastive.fields import opt
 from contrastive.heads import mlp
 from contrastive.losses import simsiam_loss
+from contrastive.methods.base import MethodOptions
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(MethodOptions):
     proj_dim: int = opt(2048, "projector output width (SimSiam sec. 3: 2048)")
     proj_hidden: int = opt(2048, "projector hidden width (SimSiam sec. 3: 2048; the official code uses the "
                                  "encoder's width, 2048 for ResNet-50)")
     head_layers: int = opt(3, "projector depth (SimSiam sec. 3: 3 on ImageNet; appendix D uses 2 on CIFAR)")
     pred_hidden: int = opt(512, "predictor bottleneck width (SimSiam sec. 3: 512, a quarter of 2048)")
+
+    VIEWS: ClassVar[ViewSpec] = ViewSpec("moco")  # SimSiam appendix A: MoCo v2's augmentations
 
 
 # Base lr per 256 images. SGD 0.03: SimSiam appendix D (CIFAR-10, with weight decay 5e-4, the package's SGD
@@ -41,16 +46,16 @@ class Options:
 # sec. 4.3), SimCLR's LARS value. AdamW 1e-3: a common small-batch choice, not from the paper.
 BASE_LR = {"sgd": 0.03, "lars": 0.3, "adamw": 1e-3}
 SHAPE = ("proj_dim", "proj_hidden", "head_layers", "pred_hidden")  # options that shape the weights
-VIEWS = "moco"  # SimSiam appendix A: MoCo v2's augmentations
 
 
 class SimSiam(nn.Module):
-    def __init__(self, encoder: nn.Module, feat_dim: int, proj_hidden: int = 2048, proj_dim: int = 2048,
-                 head_layers: int = 3, pred_hidden: int = 512):
+    def __init__(self, encoder: nn.Module, feat_dim: int, options: Options = Options()):
         super().__init__()
+        o = options
+        self.options = o
         self.encoder = encoder
-        self.projector = mlp(feat_dim, proj_hidden, proj_dim, head_layers, batch_norm=True, last_bn=True)
-        self.predictor = mlp(proj_dim, pred_hidden, proj_dim, 2, batch_norm=True)  # bottleneck, output w/o BN
+        self.projector = mlp(feat_dim, o.proj_hidden, o.proj_dim, o.head_layers, batch_norm=True, last_bn=True)
+        self.predictor = mlp(o.proj_dim, o.pred_hidden, o.proj_dim, 2, batch_norm=True)  # bottleneck, output w/o BN
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """z = f(x): (n, ...) -> (n, proj_dim)."""
@@ -74,5 +79,4 @@ class SimSiam(nn.Module):
 
 
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> SimSiam:
-    return SimSiam(encoder, feat_dim, options.proj_hidden, options.proj_dim, options.head_layers,
-                   options.pred_hidden)
+    return SimSiam(encoder, feat_dim, options)

@@ -25,24 +25,27 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from contrastive import distributed as dist
+from contrastive.batches import ViewSpec
 from contrastive.fields import opt
 from contrastive.heads import mlp
 from contrastive.losses import sinkhorn_knopp, swapped_prediction_loss
+from contrastive.methods.base import MethodOptions
 from contrastive.methods.crops import by_size
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(MethodOptions):
     proj_dim: int = opt(128, "projection output width (SwAV sec. 4 / official --feat_dim: 128)")
     proj_hidden: int = opt(2048, "projector hidden width (official --hidden_mlp: 2048)")
     prototypes: int = opt(3000, "K, the number of prototypes (SwAV sec. 4: 3000 on ImageNet)")
-    temperature: float = opt(0.1, "softmax temperature of the swapped prediction (SwAV sec. 4: 0.1)")
+    temperature: float = opt(0.1, "softmax temperature of the swapped prediction (SwAV sec. 4: 0.1)", positive=True)
     epsilon: float = opt(0.05, "entropy weight of the Sinkhorn codes (SwAV sec. 4: 0.05)")
     sinkhorn_iterations: int = opt(3, "Sinkhorn-Knopp iterations (SwAV sec. 3.1: 3)")
     queue_length: int = opt(3840, "embeddings kept per global crop for the codes of small batches, over all "
@@ -52,12 +55,25 @@ class Options:
     freeze_prototypes: int = opt(313, "steps at the start with the prototypes frozen (official: 313 iterations)")
     local_queue: int = opt(0, "rows of the queue on each process (derived: queue_length / world size)", cli=False)
 
+    # SwAV sec. 3.2: 2 global + small local crops (its colour steps are SimCLR's; DINO's here); the modality's
+    # default number of local crops (images: --local-crops)
+    VIEWS: ClassVar[ViewSpec] = ViewSpec("multicrop", global_views=2, local_views=None)
+
+    def finish(self, *, world_size: int = 1, local_batch: int = 1) -> "Options":
+        """Each process's queue: queue_length cut to a multiple of the global batch, split over the processes
+        (official)."""
+        batch = local_batch * world_size
+        length = self.queue_length - self.queue_length % batch if self.queue_length >= batch else 0
+        return dataclasses.replace(self, local_queue=length // world_size)
+
+    def distributed_note(self) -> str:
+        return f"SwAV Sinkhorn over every process's batch and queue ({self.local_queue} rows per process)"
+
 
 # Base lr per 256 images. LARS 0.6: the official bs-256 recipe with the queue (4.8 at batch 4096 is 0.3 per 256).
 # SGD 0.06: lightly's SGD value for its methods, not from the paper. AdamW 1e-3: not from the paper.
 BASE_LR = {"sgd": 0.06, "lars": 0.6, "adamw": 1e-3}
 SHAPE = ("proj_dim", "proj_hidden", "prototypes")  # options that shape the weights
-VIEWS = "multicrop"  # SwAV sec. 3.2: 2 global + small local crops (its colour steps are SimCLR's; DINO's here)
 
 
 class SwAV(nn.Module):
@@ -116,18 +132,6 @@ class SwAV(nn.Module):
         """No target network: counts the steps (prototype freeze) and keeps the progress (queue start)."""
         self.steps += 1
         self.progress.fill_(progress)
-
-
-def finish(options: Options, *, world_size: int = 1, local_batch: int = 1) -> Options:
-    """Each process's queue: queue_length cut to a multiple of the global batch, split over the processes (official)."""
-    batch = local_batch * world_size
-    length = options.queue_length - options.queue_length % batch if options.queue_length >= batch else 0
-    return dataclasses.replace(options, local_queue=length // world_size)
-
-
-def distributed_note(options: dict) -> str:
-    """What SwAV does across processes, for the run's log."""
-    return f"SwAV Sinkhorn over every process's batch and queue ({options['local_queue']} rows per process)"
 
 
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> SwAV:

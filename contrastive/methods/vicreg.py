@@ -20,18 +20,21 @@ BN is per process unless --sync-bn (the official code converts to SyncBN).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from contrastive import distributed as dist
+from contrastive.batches import ViewSpec
 from contrastive.fields import opt
 from contrastive.heads import mlp
 from contrastive.losses import vicreg_loss
+from contrastive.methods.base import MethodOptions
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(MethodOptions):
     proj_dim: int = opt(2048, "expander output width: 2048 as in solo-learn's and lightly's CIFAR configs; the "
                               "paper's 8192 costs 16x the head compute on a CPU-sized run: pass 8192 to "
                               "reproduce the paper")
@@ -43,6 +46,11 @@ class Options:
     gather: bool = opt(True, "under torchrun: variance and covariance over the global batch (official code), "
                              "exact gradients")
 
+    VIEWS: ClassVar[ViewSpec] = ViewSpec("byol")  # VICReg follows BYOL's augmentations (its appendix)
+
+    def distributed_note(self) -> str:
+        return "VICReg loss over the global batch" if self.gather else "VICReg loss over each process's batch"
+
 
 # Base lr per 256 images. LARS 0.2: VICReg implementation details and the official --base-lr (weight
 # decay 1e-6, the package's LARS default). SGD 0.01: measured here, not from a paper or config: lightly
@@ -52,19 +60,16 @@ class Options:
 # small-batch choice, not from the paper.
 BASE_LR = {"sgd": 0.01, "lars": 0.2, "adamw": 1e-3}
 SHAPE = ("proj_dim", "proj_hidden", "head_layers")  # options that shape the weights
-VIEWS = "byol"  # VICReg follows BYOL's augmentations (its appendix)
 
 
 class VICReg(nn.Module):
-    def __init__(self, encoder: nn.Module, feat_dim: int, proj_hidden: int = 2048, proj_dim: int = 2048,
-                 head_layers: int = 3, sim_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0,
-                 gather: bool = True):
+    def __init__(self, encoder: nn.Module, feat_dim: int, options: Options = Options()):
         super().__init__()
+        o = options
+        self.options = o
         self.encoder = encoder
-        self.expander = mlp(feat_dim, proj_hidden, proj_dim, head_layers, batch_norm=True)
+        self.expander = mlp(feat_dim, o.proj_hidden, o.proj_dim, o.head_layers, batch_norm=True)
         self.expander[-1][0].register_parameter("bias", None)  # no output bias (official code), see above
-        self.weights = dict(sim_weight=sim_weight, var_weight=var_weight, cov_weight=cov_weight)
-        self.gather = gather  # statistics over every rank's batch (a no-op on one process)
 
     def expand(self, x: torch.Tensor) -> torch.Tensor:
         return self.expander(self.encoder(x))
@@ -73,10 +78,11 @@ class VICReg(nn.Module):
         x1, x2 = views
         # Each view is its own batch (BN statistics per view), as in the official code.
         z1, z2 = self.expand(x1), self.expand(x2)  # (n, proj_dim) each, this rank's batch
-        if self.gather:
+        if self.options.gather:  # statistics over every rank's batch (a no-op on one process)
             # (N, proj_dim) each, ranks in order, so row i of z1 and of z2 are still one image's views
             z1, z2 = dist.gather_with_grad(z1), dist.gather_with_grad(z2)
-        return vicreg_loss(z1, z2, **self.weights), {}
+        o = self.options
+        return vicreg_loss(z1, z2, sim_weight=o.sim_weight, var_weight=o.var_weight, cov_weight=o.cov_weight), {}
 
     def classifier_neck(self) -> None:
         """Fine-tuning starts from the encoder alone (no head layer is kept)."""
@@ -86,11 +92,5 @@ class VICReg(nn.Module):
         """VICReg has no target network."""
 
 
-def distributed_note(options: dict) -> str:
-    """What VICReg does across processes, for the run's log."""
-    return "VICReg loss over the global batch" if options["gather"] else "VICReg loss over each process's batch"
-
-
 def build(options: Options, encoder: nn.Module, feat_dim: int) -> VICReg:
-    return VICReg(encoder, feat_dim, options.proj_hidden, options.proj_dim, options.head_layers,
-                  options.sim_weight, options.var_weight, options.cov_weight, gather=options.gather)
+    return VICReg(encoder, feat_dim, options)

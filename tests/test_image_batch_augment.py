@@ -8,6 +8,9 @@ pipeline is checked op by op against the recipe and against the papers' pipeline
 out, and whole recipes are compared in distribution between the two paths.
 """
 
+from __future__ import annotations
+
+import dataclasses
 from dataclasses import replace
 
 import pytest
@@ -19,7 +22,9 @@ from contrastive.image.augment import (BLUR_MIN_SIZE, MEAN, RECIPES, STD, ViewRe
                                        classifier_recipe, method_recipes, method_views, plain_recipe)
 from contrastive.image.batch_augment import RATIO, BatchAugment, batch_method_views
 
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 # Normalising divides by std (about 0.22), so float32 rounding of ~1e-6 in [0, 1] shows up
 # as ~5e-6 in the outputs compared here.
@@ -54,9 +59,6 @@ def colour_recipe(size=64, **changes) -> BatchAugment:
     settings = dict(min_scale=0.08, flip=True, jitter=(0.4, 0.3, 0.2, 0.1), jitter_p=0.8, gray_p=0.2, blur_p=0.5,
                     solarize_p=0.3)
     return BatchAugment(ViewRecipe(size, 3, **(settings | changes)))
-
-
-# --- outputs ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -106,9 +108,6 @@ def test_identity_recipe_returns_the_normalised_input():
     squashed = TF.resize(images, [20, 20], antialias=False)  # resized, not cropped
     torch.testing.assert_close(aug.apply(images, params_for(aug, images)), TF.normalize(squashed, MEAN[3], STD[3]),
                                **TIGHT)
-
-
-# --- parameter distributions ------------------------------------------------------------
 
 
 def test_samples_and_views_draw_independent_parameters():
@@ -203,9 +202,6 @@ def test_off_steps_and_byol_rates():
     assert abs(b["solarize"].float().mean().item() - 0.2) < 0.015
 
 
-# --- each step against torchvision ------------------------------------------------------
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_resized_crop_and_flip_match_torchvision(device, channels):
@@ -234,6 +230,8 @@ def test_uint8_input_is_scaled_to_unit_range():
 
 
 JITTER_FUNCTIONS = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+
+
 NEUTRAL = torch.tensor([1.0, 1.0, 1.0, 0.0])
 
 
@@ -339,6 +337,7 @@ def named_recipes() -> dict[str, ViewRecipe]:
 
 
 NAMED = named_recipes()
+
 
 # The parameters of each v2 step, as the step stores them.
 STEP_PARAMS = {
@@ -612,3 +611,16 @@ def test_warp_params_follow_random_affine_ranges():
     affine = recipe.per_image().transforms[1]
     assert (affine.degrees, affine.translate, affine.scale, affine.shear) == ([-15.0, 15.0], (0.1, 0.1), (0.8, 1.1),
                                                                              [-10.0, 10.0])
+
+
+def test_batched_crops_stay_within_the_local_range():
+    local = method_recipes("multicrop", 32, 3)[2]
+    aug = BatchAugment(local)
+    box = aug.sample_params(4000, 32, 32, "cpu", torch.Generator().manual_seed(0))["box"].double()
+    area = box[:, 2] * box[:, 3] / (32 * 32)
+    assert area.max() <= 0.4 + 0.05 and area.min() >= 0.05 - 0.02  # rounding of the box to whole pixels
+    assert area.mean() < 0.3  # the bound is used (the whole-image range would average ~0.52)
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    assert aug(images).shape == (5, 3, 16, 16)
+    with pytest.raises(ValueError, match="max_scale"):
+        dataclasses.replace(local, max_scale=0.01)

@@ -1,0 +1,80 @@
+"""The few-label pipeline of SimCLRv2 (Chen et al. 2020, arXiv:2006.10029), end to end, measured honestly.
+
+pretrain without labels -> for each label fraction, several label draws: the baselines (the same
+network from random init, and the modality's non-deep ones on the raw inputs), linear probe,
+label spreading on the pretrained features (the raw-input baseline's algorithm on what pretraining
+learned), fine-tune, distilled student -> results.json, report.md with plots, the table printed.
+
+The protocol (contrastive.protocol): a validation split is carved out of the training data first.
+Pretraining, its kNN monitor and every choice (learning rates of the baseline and of fine-tuning,
+the distillation teacher, temperature and lr, made on the first draw of each fraction: `choose`)
+see only the training and validation items. The test split is read once, at the end (`test_stage`).
+Every column is reported as mean ± sd over the draws, with the per-draw values kept; "gain" is the
+best pretrained column minus the best baseline. The fine-tuned teachers and students of the first
+draw are kept in OUT/classifiers/ for `contrastive predict` and `contrastive export`.
+
+The stages and their hand-offs (contrastive.pipeline.stages):
+
+    split_data      -> Splits         the training, validation and sealed test items, the run folder
+    pretrain_stage  -> Pretrained     the encoder and what every fit shares (fits.Stage)
+    fraction_stage  -> FractionFits   per fraction: Choices on validation, then every draw's columns
+    test_stage      -> Results        the test split read once (results.Results, one Row per fraction)
+    write_outputs                     results.json, report.md and its plots, TensorBoard, the table
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from contrastive.modality import load_data
+from contrastive.pipeline.config import DISTILL_TEACHERS, QUICK, PipelineConfig, matched_baseline
+from contrastive.pipeline.results import Results
+from contrastive.pipeline.stages import Splits, fraction_stage, pretrain_stage, split_data, test_stage
+
+
+class Clock:
+    """Runs a stage and keeps its wall time under a name (results.json: protocol.seconds)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, stage, *args):
+        t = time.time()
+        out = stage(*args)
+        self.seconds[name] = time.time() - t
+        return out
+
+
+def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
+    """Run every stage; returns the results dict that is also written to OUT/results.json."""
+    data = data or load_data(cfg.pretrain.data, cfg.pretrain.data_options)
+    clock = Clock()
+    splits = split_data(cfg, data, log)
+    pre = clock("pretrain", pretrain_stage, cfg, splits, log)
+    fractions = [clock(f"fraction {f}", fraction_stage, cfg, pre, i, f, splits, log)
+                 for i, f in enumerate(cfg.fractions)]
+    results = clock("test", test_stage, cfg, pre, fractions, splits)
+    results = dataclasses.replace(results, protocol=dataclasses.replace(results.protocol, seconds=clock.seconds))
+    write_outputs(cfg, results, pre, splits, log)
+    return results.to_json()
+
+
+def write_outputs(cfg: PipelineConfig, results: Results, pre, splits: Splits, log) -> None:
+    """OUT/results.json, OUT/report.md with its plots, the TensorBoard table (--tensorboard), the table printed."""
+    from contrastive.files import write_json
+    from contrastive.report import format_table, write_report
+
+    write_json(splits.out / "results.json", results.to_json())
+    write_report(splits.out, results, pre.result.run_dir, pre.stage.pretrained.encoder if cfg.tsne else None,
+                 dataclasses.replace(splits.data, test=splits.test), pre.stage.reader, splits.device,
+                 knn_random_init=pre.result.knn_random_init)
+    if cfg.pretrain.tensorboard:
+        from contrastive.tensorboard import log_results
+
+        log_results(splits.out / "tensorboard", results)
+    log(format_table(results))
+    log(f"results: {splits.out / 'results.json'}  report: {splits.out / 'report.md'}")
+
+
+__all__ = ["DISTILL_TEACHERS", "QUICK", "PipelineConfig", "Results", "matched_baseline", "run_pipeline"]

@@ -1,0 +1,73 @@
+"""The pipeline's wall-time forecast, printed after the first pretraining epoch.
+
+Costs are counted in item passes (forward + backward of one item) and priced at the first epoch's
+rate: pretraining an item is two passes (two views); a classifier step on an item is one (its step
+count comes from the budget itself, `Budget.steps`); distillation one and a half (the teacher's forward
+is about half a pass); reading an item without gradients (validation, test, features) a third. The
+choices train every candidate of their grids on each fraction's first draw; the other draws train one
+model a column.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from contrastive.callbacks import Callback
+from contrastive.evaluate.fit import Budget
+from contrastive.pipeline.config import PipelineConfig, draws_for
+
+FORWARD = 1 / 3  # an item read without gradients, in passes
+DISTILL = 1.5  # an item of a distillation step: the student's pass and the teacher's forward
+NETWORK_COLUMNS = 4  # supervised, linear, finetune, distill: each read on validation and on test, every draw
+
+
+@dataclass(frozen=True)
+class Sizes:
+    train: int
+    val: int
+    test: int
+
+
+def fit_passes(budget: Budget, n_items: int) -> float:
+    """Passes of one fit over `n_items` (its steps times its batch), without reading validation."""
+    return budget.steps(n_items) * budget.batch(n_items)
+
+
+def fraction_passes(cfg: PipelineConfig, fraction: float, draws: int, sizes: Sizes) -> float:
+    """Every fit of one label fraction, the grids on its first draw, and the reads of validation and test."""
+    labeled = max(1, round(fraction * sizes.train))
+    supervised = len(cfg.supervised_lrs) + draws - 1
+    finetune = len(cfg.finetune_lrs) + draws - 1
+    distill = len(cfg.distill_temperatures) * len(cfg.distill_lr_factors) + draws - 1
+    passes = (supervised * fit_passes(cfg.supervised, labeled) + finetune * fit_passes(cfg.finetune, labeled)
+              + distill * DISTILL * fit_passes(cfg.distill, sizes.train))
+    scored = supervised + finetune + distill + draws * NETWORK_COLUMNS  # models read on validation
+    return passes + FORWARD * (scored * sizes.val + draws * NETWORK_COLUMNS * sizes.test + draws * labeled)
+
+
+def pipeline_seconds(cfg: PipelineConfig, sizes: Sizes, epoch_seconds: float, epochs_left: int) -> tuple[float, float]:
+    """(pretraining seconds, everything after) at the rate of one pretraining epoch that took epoch_seconds."""
+    per_pass = epoch_seconds / max(1, sizes.train * 2)  # two views an item
+    passes = FORWARD * (2 * sizes.train + sizes.val + sizes.test)  # the frozen features, the test kNN
+    for i, fraction in enumerate(cfg.fractions):
+        draws = 1 if fraction >= 1 else draws_for(cfg, i)
+        passes += fraction_passes(cfg, fraction, draws, sizes)
+    return epoch_seconds * (1 + epochs_left), passes * per_pass
+
+
+class WallTimeForecast(Callback):
+    """After the first pretraining epoch, logs the expected wall time of the whole pipeline."""
+
+    def __init__(self, cfg: PipelineConfig, n_train: int, n_val: int, n_test: int, log):
+        self.cfg, self.sizes, self.log, self.t0, self.first = cfg, Sizes(n_train, n_val, n_test), log, None, None
+
+    def on_start(self, run) -> None:
+        self.t0, self.first = time.time(), run.epoch
+
+    def on_epoch_end(self, run, epoch: int, record: dict) -> None:
+        if epoch != self.first or self.t0 is None:
+            return
+        pretraining, rest = pipeline_seconds(self.cfg, self.sizes, time.time() - self.t0, run.cfg.epochs - epoch - 1)
+        self.log(f"expected wall time of the whole pipeline: about {(pretraining + rest) / 60:.1f} min (pretraining "
+                 f"{pretraining / 60:.1f} min, then the label fractions; priced at the first epoch)")

@@ -1,0 +1,200 @@
+"""What the pipeline measured, as dataclasses: one `Row` per label fraction, one `Cell` per column.
+
+`Results.to_json()` writes results.json in the format other tools read (each row keeps a column's mean
+under the column's own name, its sd under "sd", its per-draw values under "values");
+`Results.from_json` reads it back, so the report and TensorBoard read one structure whether the
+numbers come from a run that just ended or from a results.json on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contrastive.protocol import summary
+
+# What the pretrained encoder gives; every other column is a baseline (the same network from random init, and the
+# modality's non-deep baselines on the raw inputs).
+PRETRAINED_COLUMNS = ("linear", "encoder_spreading", "finetune", "distill")
+BINARY_METRICS = ("f1", "pr_auc")  # scored where the data names a positive class (detection)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One column of one row: its test accuracy on every draw; with a positive class, F1 and PR-AUC too."""
+
+    values: tuple[float, ...]
+    f1: tuple[float, ...] = ()
+    pr_auc: tuple[float, ...] = ()
+
+    @property
+    def mean(self) -> float:
+        return summary(list(self.values))["mean"]
+
+    @property
+    def sd(self) -> float:
+        return summary(list(self.values))["sd"]
+
+    def metric_mean(self, metric: str) -> float:
+        return summary(list(getattr(self, metric)))["mean"]
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What a label fraction's choices on validation settled (made on its first draw, applied to every draw),
+    with every candidate's validation accuracy. distill_teacher_validation is None when the teacher was given,
+    not chosen."""
+
+    supervised_lr: float
+    supervised_lr_validation: dict[str, float]
+    finetune_lr: float
+    finetune_lr_validation: dict[str, float]
+    distill_teacher: str
+    distill_teacher_validation: dict[str, float] | None
+    distill_temperature: float
+    distill_lr_factor: float
+    distill_validation: dict[str, float]
+
+    def to_json(self) -> dict:
+        out = dict(self.__dict__)
+        if out["distill_teacher_validation"] is None:
+            del out["distill_teacher_validation"]
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Choices":
+        return cls(**{"distill_teacher_validation": None, **d})
+
+
+@dataclass(frozen=True)
+class Row:
+    """One label fraction: how many labels a draw holds, the choices, the mean validation accuracy of every
+    column, and the test cells (in table order of insertion: the pipeline's columns, then the baselines)."""
+
+    fraction: float
+    n_labels: int
+    draws: int
+    choices: Choices | None
+    validation: dict[str, float]
+    cells: dict[str, Cell]
+
+    @property
+    def baselines(self) -> list[str]:
+        return [c for c in self.cells if c not in PRETRAINED_COLUMNS]
+
+    @property
+    def pretrained(self) -> list[str]:
+        return [c for c in self.cells if c in PRETRAINED_COLUMNS]
+
+    @property
+    def best_baseline(self) -> str:
+        return max(self.baselines, key=lambda c: self.cells[c].mean)
+
+    @property
+    def gain(self) -> float:
+        """The best pretrained column's mean minus the best baseline's: a gain over the strongest sceptic."""
+        return max(self.cells[c].mean for c in self.pretrained) - self.cells[self.best_baseline].mean
+
+    @property
+    def binary(self) -> bool:
+        return any(cell.f1 for cell in self.cells.values())
+
+    def to_json(self) -> dict:
+        out = {"n_labels": self.n_labels, "draws": self.draws}
+        if self.choices is not None:
+            out["choices"] = self.choices.to_json()
+        out["validation"] = dict(self.validation)
+        out.update({c: cell.mean for c, cell in self.cells.items()})
+        out.update({"sd": {c: cell.sd for c, cell in self.cells.items()},
+                    "values": {c: list(cell.values) for c, cell in self.cells.items()},
+                    "best_baseline": self.best_baseline, "gain": self.gain})
+        if self.binary:
+            for metric in BINARY_METRICS:
+                out[metric] = {c: cell.metric_mean(metric) for c, cell in self.cells.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, key: str, d: dict) -> "Row":
+        """A row of results.json; per-draw values where the file has them (older files: the mean alone)."""
+        values = d.get("values") or {c: [d[c]] for c in d if c not in ROW_KEYS and isinstance(d[c], float)}
+        per_draw = {metric: d.get(metric, {}) for metric in BINARY_METRICS}
+        cells = {c: Cell(tuple(v), *(_repeat(per_draw[m].get(c), len(v)) for m in BINARY_METRICS))
+                 for c, v in values.items()}
+        choices = Choices.from_json(d["choices"]) if "choices" in d else None
+        return cls(float(key), d["n_labels"], d.get("draws", 1), choices, d.get("validation", {}), cells)
+
+
+ROW_KEYS = {"n_labels", "draws", "choices", "validation", "sd", "values", "best_baseline", "gain", *BINARY_METRICS}
+
+
+def _repeat(mean: float | None, n: int) -> tuple[float, ...]:
+    """A mean read back from results.json as n equal per-draw values (the file keeps the mean only)."""
+    return () if mean is None else (mean,) * n
+
+
+@dataclass(frozen=True)
+class KnnScores:
+    """The pretrained encoder's weighted kNN top-1 on the test split, beside the raw inputs' (None: no vectors).
+    k and temperature are None in results.json files older than the "knn" entry (they kept knn_top1 only)."""
+
+    k: int | None
+    temperature: float | None
+    encoder: float
+    raw: float | None
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The splits' sizes, the validation kNN numbers, and the wall time of each stage in seconds."""
+
+    validation: float
+    n_train: int
+    n_validation: int
+    n_test: int
+    knn_validation: float | None
+    raw_knn_validation: float | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Results:
+    dataset: str
+    method: str
+    backbone: str
+    student: str
+    knn: KnnScores | None
+    protocol: Protocol | None
+    rows: dict[str, Row]  # key: the fraction as written in results.json ("0.01")
+
+    @property
+    def knn_top1(self) -> float | None:
+        return None if self.knn is None else self.knn.encoder
+
+    @property
+    def columns(self) -> list[str]:
+        """Table order: supervised first, the other baselines, then the pretrained columns."""
+        first = next(iter(self.rows.values()), None)
+        if first is None:
+            return []
+        rest = [c for c in first.baselines if c != "supervised"]
+        return ["supervised", *rest, *(c for c in PRETRAINED_COLUMNS if c in first.cells)]
+
+    def to_json(self) -> dict:
+        return {"dataset": self.dataset, "method": self.method, "backbone": self.backbone, "student": self.student,
+                "knn_top1": self.knn_top1, "knn": None if self.knn is None else self.knn.to_json(),
+                "protocol": None if self.protocol is None else self.protocol.to_json(),
+                "label_fractions": {key: row.to_json() for key, row in self.rows.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Results":
+        knn = d.get("knn") or ({"k": None, "temperature": None, "encoder": d["knn_top1"], "raw": None}
+                                if d.get("knn_top1") is not None else None)
+        return cls(d.get("dataset", "?"), d.get("method", "?"), d.get("backbone", "?"), d.get("student", "?"),
+                   KnnScores(**knn) if knn else None,
+                   Protocol(**d["protocol"]) if d.get("protocol") else None,
+                   {key: Row.from_json(key, row) for key, row in d.get("label_fractions", {}).items()})

@@ -1,0 +1,185 @@
+"""The pipeline's stages, each a function from the hand-offs before it to a typed hand-off after it.
+
+split_data -> pretrain_stage -> fraction_stage (per label fraction: choose, then fit every draw) ->
+test_stage (the test split, read once) -> write_outputs. run_pipeline (contrastive.pipeline) lists them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from contrastive.checkpoint import list_checkpoints
+from contrastive.device import pick_device
+from contrastive.errors import ContrastiveError
+from contrastive.evaluate.classifier import save_classifier
+from contrastive.evaluate.pretrained import check_compatible, load_pretrained
+from contrastive.files import write_json
+from contrastive.modality import modality_of
+from contrastive.pipeline.choose import choose
+from contrastive.pipeline.config import PipelineConfig, draws_for, run_dir_for
+from contrastive.pipeline.fits import DrawFits, FrozenFeatures, Predictor, Stage, network_predictor
+from contrastive.pipeline.forecast import WallTimeForecast
+from contrastive.pipeline.results import Choices, Protocol, Results, Row
+from contrastive.pipeline.scores import final_knn, final_scores, raw_knn, validation_scores
+from contrastive.protocol import label_draws, summary, validation_split
+from contrastive.run_state import data_record
+from contrastive.subsets import limit_items
+from contrastive.train import pretrain
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The data as the protocol splits it: pretraining and every choice see `train` and `val` (as `dev`);
+    `test` is read once, at the end."""
+
+    data: object
+    train: object
+    val: object
+    test: object
+    out: Path
+    device: torch.device
+
+    @property
+    def dev(self):
+        return dataclasses.replace(self.data, train=self.train, test=self.val)
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """What pretraining hands on: the run's result (config, kNN monitor) and the shared fitting context."""
+
+    result: object  # contrastive.train.RunResult
+    stage: Stage
+    raw_knn_validation: float | None
+
+
+@dataclass(frozen=True)
+class FractionFits:
+    """One label fraction after its fit stage: its draws' indices, its choices, every draw's column predictors
+    and the columns' mean validation accuracy."""
+
+    fraction: float
+    draws: list[torch.Tensor]
+    choices: Choices
+    per_draw: list[dict[str, Predictor]]
+    validation: dict[str, float]
+
+    @property
+    def key(self) -> str:
+        return str(self.fraction)
+
+
+def split_data(cfg: PipelineConfig, data, log) -> Splits:
+    pre_cfg = cfg.pretrain
+    if data.test is None or not data.train.has_labels:
+        raise ContrastiveError(f"the pipeline needs labelled data with a test split; {data.name} has none "
+                               "(use folder:DIR with DIR/train/<class>/ and DIR/test/<class>/)")
+    train_all = limit_items(data.train, pre_cfg.train_limit)
+    train_idx, val_idx = validation_split(train_all.labels, cfg.validation, seed=pre_cfg.seed)
+    out = run_dir_for(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = Splits(data, train_all.subset(train_idx), train_all.subset(val_idx),
+                    limit_items(data.test, cfg.test_limit, seed=1), out, pick_device(pre_cfg.device))
+    log(f"protocol: {len(splits.train)} training items, {len(splits.val)} held out for validation, "
+        f"{len(splits.test)} test items read once at the end")
+    return splits
+
+
+def pretrain_stage(cfg: PipelineConfig, splits: Splits, log) -> Pretrained:
+    """Pretraining on the training split (its kNN monitor on validation), then the encoder it saved."""
+    forecast = WallTimeForecast(cfg, len(splits.train), len(splits.val), len(splits.test), log)
+    result = pretrain(dataclasses.replace(cfg.pretrain, out=str(splits.out / "pretrain"), train_limit=None),
+                      data=splits.dev, log=log, callbacks=(forecast,))
+    pretrained = load_pretrained(list_checkpoints(result.run_dir)[0])
+    check_compatible(pretrained, splits.dev)
+    n_classes, knn = splits.data.num_classes, result.config.knn
+    raw = raw_knn(modality_of(splits.data), splits.train, splits.val, n_classes, knn.k)
+    if result.knn_final is not None:
+        log(f"kNN top-1 on validation (k={knn.k}): random-init encoder {result.knn_random_init:.4f} -> "
+            f"pretrained {result.knn_final:.4f}" + (f"; raw inputs {raw:.4f}" if raw is not None else ""))
+    backbone = result.config.backbone
+    stage = Stage(cfg, pretrained, backbone, cfg.student or backbone, n_classes, splits.train, splits.val,
+                  FrozenFeatures(pretrained.encoder, pretrained.reader, splits.device), splits.device)
+    return Pretrained(result, stage, raw)
+
+
+def draw_columns(fits: DrawFits, choices: Choices, baselines: dict) -> dict[str, Predictor]:
+    """Every column of one draw with the fraction's choices: the pretrained network's four, the same network
+    from random init, and the modality's baselines on the raw inputs."""
+    s = fits.stage
+
+    def net(model) -> Predictor:
+        return network_predictor(model, s.reader, s.device)
+
+    spreading = fits.spreading()
+    columns = {"supervised": net(fits.supervised(choices.supervised_lr)), "linear": net(fits.probe()),
+               "encoder_spreading": lambda items: spreading(s.features(items)),
+               "finetune": net(fits.finetuned(choices.finetune_lr)),
+               "distill": net(fits.student(choices.distill_teacher, choices.finetune_lr, choices.distill_temperature,
+                                           choices.distill_lr_factor))}
+    for name, baseline in baselines.items():
+        columns[name] = baseline_predictor(baseline, fits.labeled, s.train, s.n_classes, fits.seed)
+    return columns
+
+
+def baseline_predictor(baseline, labeled, pool, n_classes: int, seed: int) -> Predictor:
+    return lambda items: baseline(labeled, pool, items, n_classes, seed)
+
+
+def fraction_stage(cfg: PipelineConfig, pre: Pretrained, index: int, fraction: float, splits: Splits,
+                   log) -> FractionFits:
+    """Label draws of one fraction; the choices on the first draw's fits; every draw fitted with them."""
+    t0, stage = time.time(), pre.stage
+    draws = label_draws(stage.train.labels, fraction, draws_for(cfg, index), seed=cfg.pretrain.seed)
+    write_json(splits.out / f"labeled-indices-{fraction}.json", [d.tolist() for d in draws])
+    fits = [DrawFits(stage, idx, cfg.pretrain.seed + d) for d, idx in enumerate(draws)]
+    choices = choose(cfg, fits[0], log)
+    baselines = modality_of(splits.data).baselines
+    per_draw, val_scores = [], []
+    for d, draw in enumerate(fits):
+        per_draw.append(draw_columns(draw, choices, baselines))
+        val_scores.append(validation_scores(per_draw[-1], stage.val, log))
+        log(f"labels {fraction:.0%} draw {d + 1}/{len(draws)} ({len(draw.idx)}), validation: "
+            + "  ".join(f"{c} {v:.4f}" for c, v in val_scores[-1].items()))
+        if d == 0 and len(draws) > 1:
+            log_time_left(choices, time.time() - t0, len(draws) - 1, fraction, log)
+    save_first_draw(fits[0], choices, splits, fraction)
+    validation = {c: summary([s[c] for s in val_scores])["mean"] for c in val_scores[0]}
+    return FractionFits(fraction, draws, choices, per_draw, validation)
+
+
+def log_time_left(choices: Choices, seconds: float, draws_left: int, fraction: float, log) -> None:
+    """The other draws train 3 networks each where the first trained every candidate of the grids."""
+    fits = (len(choices.supervised_lr_validation) + len(choices.finetune_lr_validation)
+            + len(choices.distill_validation))
+    log(f"  the other {draws_left} draws of {fraction:.0%}: about {seconds * 3 / fits * draws_left / 60:.1f} min more")
+
+
+def save_first_draw(fits: DrawFits, choices: Choices, splits: Splits, fraction: float) -> None:
+    """The first draw's fine-tuned teacher and student in OUT/classifiers/ (contrastive predict / export)."""
+    models = {"finetune": fits.finetuned(choices.finetune_lr),
+              "distill": fits.student(choices.distill_teacher, choices.finetune_lr, choices.distill_temperature,
+                                      choices.distill_lr_factor)}
+    for name, model in models.items():
+        save_classifier(copy.deepcopy(model).cpu(), splits.out / "classifiers" / f"{name}-{fraction}.pt",
+                        data=data_record(splits.data), label_fraction=fraction, indices=fits.idx)
+
+
+def test_stage(cfg: PipelineConfig, pre: Pretrained, fractions: list[FractionFits], splits: Splits) -> Results:
+    """The test split, read once: every column of every draw, and the encoder's kNN."""
+    stage, result = pre.stage, pre.result
+    rows = {}
+    for f in fractions:
+        cells = final_scores(f.per_draw, splits.test, splits.data.positive_class)
+        rows[f.key] = Row(f.fraction, len(f.draws[0]), len(f.draws), f.choices, f.validation, cells)
+    knn = final_knn(stage.pretrained.encoder, modality_of(splits.data), stage.train, splits.test, stage.reader,
+                    splits.device, stage.n_classes, result.config.knn)
+    protocol = Protocol(cfg.validation, len(splits.train), len(splits.val), len(splits.test), result.knn_final,
+                        pre.raw_knn_validation)
+    return Results(splits.data.name, cfg.pretrain.method, stage.backbone, stage.student, knn, protocol, rows)

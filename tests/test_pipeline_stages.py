@@ -1,0 +1,134 @@
+"""The pipeline's stages and hand-offs: each draw's models trained once, Results and results.json, the forecast."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from contrastive.evaluate.fit import Budget, fit_classifier
+from contrastive.pipeline import fits as fits_module
+from contrastive.pipeline.choose import choose_distillation, choose_teacher
+from contrastive.pipeline.config import PipelineConfig
+from contrastive.pipeline.forecast import Sizes, fit_passes, pipeline_seconds
+from contrastive.pipeline.results import Cell, Choices, Results, Row
+from helpers import quiet
+
+
+
+def stage_stub(train_labels):
+    """A fits.Stage whose splits are label tensors only (the stubbed fits below never read items)."""
+    train = type("Items", (), {"labels": train_labels, "subset": lambda self, idx: ("labelled", tuple(idx.tolist())),
+                               "__len__": lambda self: len(train_labels)})()
+    return fits_module.Stage(PipelineConfig(), pretrained=None, backbone="b", student="b", n_classes=2, train=train,
+                             val=None, features=None, device=torch.device("cpu"))
+
+
+def test_a_draw_trains_each_model_once_whoever_asks(monkeypatch):
+    trained = []
+
+    def fake_supervised(reader, backbone, n_classes, labeled, test, *, budget, seed, device):
+        trained.append(("supervised", budget.lr, seed))
+        return object(), None
+
+    monkeypatch.setattr(fits_module, "supervised_baseline", fake_supervised)
+    monkeypatch.setattr(fits_module.Stage, "reader", property(lambda self: None))
+    draw = fits_module.DrawFits(stage_stub(torch.tensor([0, 1, 0, 1])), torch.tensor([0, 1]), seed=7)
+    first = draw.supervised(0.1)  # the choice stage's candidate
+    assert draw.supervised(0.1) is first  # the fit stage's ask: the same model, not a second fit
+    draw.supervised(0.3)
+    assert trained == [("supervised", 0.1, 7), ("supervised", 0.3, 7)]
+
+
+def test_a_given_teacher_is_not_scored_and_auto_takes_the_better_one():
+    scored = []
+
+    def score(name):
+        scored.append(name)
+        return {"finetune": 0.5, "finetune+spreading": 0.75}[name]
+
+    assert choose_teacher("finetune", score, quiet) == ("finetune", None) and scored == []
+    best, scores = choose_teacher("auto", score, quiet)
+    assert best == "finetune+spreading" and scores == {"finetune": 0.5, "finetune+spreading": 0.75}
+    assert choose_teacher("finetune+spreading", lambda n: {"finetune": 0.9}.get(n, 0.1), quiet)[0] == \
+        "finetune+spreading"  # named: kept even where the other scores higher
+
+
+def test_distillation_grid_scores_every_pair_and_the_first_best_wins_a_tie():
+    best, named = choose_distillation(lambda t, f: 1.0 if f == 1.0 else 0.5, (0.1, 1.0), (1.0, 0.1), quiet)
+    assert best == (0.1, 1.0) and list(named) == ["T 0.1, lr x1", "T 0.1, lr x0.1", "T 1, lr x1", "T 1, lr x0.1"]
+
+
+def row(values: dict, draws=2, f1=None, pr_auc=None) -> Row:
+    cells = {c: Cell(tuple(v), tuple(f1[c]) if f1 else (), tuple(pr_auc[c]) if pr_auc else ())
+             for c, v in values.items()}
+    choices = Choices(0.1, {"0.1": 0.5}, 0.03, {"0.03": 0.6}, "finetune", None, 0.1, 1.0, {"T 0.1, lr x1": 0.7})
+    return Row(0.01, 10, draws, choices, {c: 0.5 for c in values}, cells)
+
+
+def test_the_gain_is_over_the_best_baseline_not_the_weakest():
+    r = row({"supervised": [0.5, 0.7], "pixel_knn": [0.8, 0.8], "linear": [0.9, 0.7], "finetune": [0.9, 0.95]})
+    assert r.best_baseline == "pixel_knn"
+    assert r.gain == pytest.approx(0.925 - 0.8)
+    assert r.cells["supervised"].sd == pytest.approx(math.sqrt(0.02))  # sample sd (n - 1)
+
+
+def test_results_json_keeps_its_format_and_reads_back():
+    results = Results("mnist", "simclr", "b", "b", None, None,
+                      {"0.01": row({"supervised": [0.5, 0.7], "linear": [0.6, 0.8]})})
+    out = results.to_json()
+    r = out["label_fractions"]["0.01"]
+    assert list(r) == ["n_labels", "draws", "choices", "validation", "supervised", "linear", "sd", "values",
+                       "best_baseline", "gain"]
+    assert r["supervised"] == pytest.approx(0.6) and r["values"]["linear"] == [0.6, 0.8]
+    assert "distill_teacher_validation" not in r["choices"]  # a given teacher: nothing was scored
+    assert Results.from_json(out).to_json() == out
+
+
+def test_detection_rows_carry_f1_and_pr_auc_means():
+    r = row({"supervised": [0.5, 0.7], "linear": [0.6, 0.8]}, f1={"supervised": [0.2, 0.4], "linear": [0.5, 0.7]},
+            pr_auc={"supervised": [0.3, 0.5], "linear": [0.9, 0.7]}).to_json()
+    assert r["f1"] == pytest.approx({"supervised": 0.3, "linear": 0.6})
+    assert r["pr_auc"] == pytest.approx({"supervised": 0.4, "linear": 0.8})
+    assert "f1" not in row({"supervised": [0.5], "linear": [0.6]}).to_json()  # accuracy only without a positive class
+
+
+@pytest.mark.parametrize("n,batch,epochs,min_steps", [(40, 256, 30, 200), (4000, 256, 2, 0), (100, 16, 3, 5)])
+def test_the_budget_counts_the_steps_the_fit_takes(n, batch, epochs, min_steps):
+    budget = Budget(epochs=epochs, min_steps=min_steps, batch_size=batch)
+    per_epoch = math.ceil(n / min(batch, n))
+    assert budget.steps(n) == max(epochs * per_epoch, min_steps)
+    assert budget.batch(n) == math.ceil(n / per_epoch)
+    assert fit_passes(budget, n) == budget.steps(n) * budget.batch(n)
+
+
+def test_fit_classifier_takes_the_budgets_steps(tiny_data):
+    from contrastive.evaluate.classifier import random_classifier
+    from contrastive.modality import reader_for
+
+    items = tiny_data.train
+    reader = reader_for(tiny_data, tiny_data_options(tiny_data))
+    budget = Budget(epochs=1, min_steps=5, batch_size=16)
+    lines = []
+    fit_classifier(random_classifier(reader, "small_cnn", tiny_data.num_classes), items, None, reader,
+                   log=lines.append, **budget.kwargs())
+    assert lines[-1].split()[3] == f"{budget.steps(len(items))}/{budget.steps(len(items))}"
+
+
+def tiny_data_options(data):
+    from contrastive.modality import modality_of
+
+    modality = modality_of(data)
+    return modality.resolve(modality.options({}), data)
+
+
+def test_the_forecast_grows_with_each_stage_it_prices():
+    cfg, sizes = PipelineConfig(), Sizes(3600, 400, 1000)
+    pre, rest = pipeline_seconds(cfg, sizes, epoch_seconds=10.0, epochs_left=29)
+    assert pre == pytest.approx(300.0)
+    one_draw = dataclasses.replace(cfg, draws=(1,))
+    assert pipeline_seconds(one_draw, sizes, 10.0, 29)[1] < rest  # fewer draws, less to fit
+    wider = dataclasses.replace(cfg, finetune_lrs=(0.001, 0.003, 0.01, 0.03))
+    assert pipeline_seconds(wider, sizes, 10.0, 29)[1] > rest
+    slower = pipeline_seconds(cfg, sizes, 20.0, 29)
+    assert slower[1] == pytest.approx(2 * rest)  # priced at the first epoch's rate
