@@ -19,7 +19,6 @@ from contrastive.train import pretrain
 from helpers import quiet
 
 
-
 def run(capsys, *argv) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
@@ -68,6 +67,7 @@ def digits():
 
 # --- predict ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_predict_csv_is_the_models_own_softmax(classifier, digits, tmp_path, capsys):
     out = tmp_path / "preds" / "test.csv"
     code, stdout, err = run(capsys, "predict", "--model", classifier, "--out", out, "--batch-size", 300)
@@ -96,6 +96,7 @@ def test_predict_csv_is_the_models_own_softmax(classifier, digits, tmp_path, cap
     assert os.listdir(out.parent) == ["test.csv"]  # the temporary file was renamed, not left behind
 
 
+@pytest.mark.slow
 def test_predict_writes_the_same_csv_to_stdout_without_out(classifier, tmp_path, capsys):
     out = tmp_path / "p.csv"
     assert run(capsys, "predict", "--model", classifier, "--split", "train", "--out", out)[0] == 0
@@ -106,12 +107,14 @@ def test_predict_writes_the_same_csv_to_stdout_without_out(classifier, tmp_path,
     assert "predicted 4000 items of mnist train -> standard output; accuracy" in err
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_pretraining_checkpoint_in_one_line(checkpoint, capsys):
     code, stdout, err = run(capsys, "predict", "--model", checkpoint)
     assert code == 2 and stdout == ""
     assert "is not a classifier" in one_error_line(err)
 
 
+@pytest.mark.slow
 def test_predict_to_an_unwritable_out_says_so_and_leaves_nothing(classifier, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me\n")
@@ -156,6 +159,7 @@ def neighbours(stdout: str) -> list[tuple[int, float, str, str]]:
     return [(int(r), float(s), label, i) for r, s, label, i in lines]
 
 
+@pytest.mark.slow
 def test_similar_finds_a_training_item_itself_first(checkpoint, digits, capsys):
     code, stdout, _ = run(capsys, "similar", "--checkpoint", checkpoint, "--query", "train:5", "--sheet", "")
     assert code == 0
@@ -167,6 +171,7 @@ def test_similar_finds_a_training_item_itself_first(checkpoint, digits, capsys):
     assert all(f"{n[1]:.4f}" in stdout for n in found)
 
 
+@pytest.mark.slow
 def test_nearest_training_digits_mostly_share_the_query_label(checkpoint, digits, capsys):
     agree = []
     for i in range(50):
@@ -179,6 +184,7 @@ def test_nearest_training_digits_mostly_share_the_query_label(checkpoint, digits
     assert sum(agree) / len(agree) > 0.6
 
 
+@pytest.mark.slow
 def test_the_second_query_reuses_the_index_until_the_checkpoint_changes(checkpoint, tmp_path, monkeypatch, capsys):
     ckpt = tmp_path / "copy.pt"
     shutil.copy(checkpoint, ckpt)
@@ -200,6 +206,7 @@ def test_the_second_query_reuses_the_index_until_the_checkpoint_changes(checkpoi
     assert encoded == [4000, 1, 1, 4000, 1]
 
 
+@pytest.mark.slow
 def test_a_query_file_gives_what_its_split_index_gives(checkpoint, digits, tmp_path, capsys):
     query = tmp_path / "digit.png"
     Image.fromarray(digits.test.images[3, 0].numpy()).save(query)
@@ -209,6 +216,7 @@ def test_a_query_file_gives_what_its_split_index_gives(checkpoint, digits, tmp_p
     assert by_file[1] == by_index[1] and len(by_file[1].splitlines()) == 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("query, expected", [
     ("notes.txt", "cannot read image"),  # a file of another modality
     ("weights.pt", "cannot read image"),
@@ -225,6 +233,7 @@ def test_a_bad_query_is_one_line(checkpoint, tmp_path, capsys, query, expected):
     assert expected in one_error_line(err)
 
 
+@pytest.mark.slow
 def test_similar_draws_a_png_contact_sheet(checkpoint, tmp_path, capsys):
     sheet = tmp_path / "sheets" / "q.png"
     code, stdout, err = run(capsys, "similar", "--checkpoint", checkpoint, "--query", "test:0", "-k", "4",
@@ -254,7 +263,7 @@ def test_a_grayscale_model_predicts_a_folder_of_new_grayscale_pngs(tmp_path, cap
     assert len(list(csv.reader(io.StringIO(stdout)))) == 4 and "predicted 3 items" in err
 
 
-
+@pytest.mark.slow
 def test_similar_refuses_a_classifier_in_one_line(classifier, capsys):
     code, _, err = run(capsys, "similar", "--checkpoint", classifier, "--query", "test:0")
     assert code == 2 and "is a classifier; this command embeds with a pretrained encoder" in one_error_line(err)

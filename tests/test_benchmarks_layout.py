@@ -26,6 +26,7 @@ from vs_lightly import backbones, cli, ours  # noqa: E402
 SUBCOMMANDS = ("prepare", "peak", "throughput", "quality-epochs", "quality-time", "profile")
 
 
+@pytest.mark.slow
 def test_every_part_and_every_help_loads_without_lightly():
     """lightly is imported only inside the functions that train or build lightly's side."""
     parts = sorted(p.stem for p in PARTS.glob("*.py") if p.stem != "__init__")

@@ -16,6 +16,7 @@ from contrastive.train import pretrain
 from helpers import PAIRED_METHODS, make_splits, parse, quiet
 
 
+@pytest.mark.slow
 def test_cli_pretrain_end_to_end_on_embedded_digits(tmp_path, capsys):
     out = tmp_path / "cli-run"
     code = main(["pretrain", "--method", "simclr", "--epochs", "1", "--batch-size", "64", "--train-limit", "256",
@@ -136,6 +137,7 @@ def mnist_checkpoint(tmp_path_factory):
     return out / "checkpoint-epoch0001.pt"
 
 
+@pytest.mark.slow
 def test_knn_linear_embed_commands(mnist_checkpoint, tmp_path, capsys):
     assert main(["knn", "--checkpoint", str(mnist_checkpoint)]) == 0
     assert "kNN top-1 (k=20, T=0.1) on mnist test:" in capsys.readouterr().out
@@ -149,6 +151,7 @@ def test_knn_linear_embed_commands(mnist_checkpoint, tmp_path, capsys):
     assert feats.shape == (1000, 512) and labels.shape == (1000,) and set(labels.tolist()) == set(range(10))
 
 
+@pytest.mark.slow
 def test_finetune_then_distill_commands(mnist_checkpoint, tmp_path, capsys):
     ft = tmp_path / "ft"
     assert main(["finetune", "--checkpoint", str(mnist_checkpoint), "--label-fraction", "0.01", "--epochs", "1",
@@ -161,6 +164,7 @@ def test_finetune_then_distill_commands(mnist_checkpoint, tmp_path, capsys):
     assert (tmp_path / "st" / "classifier.pt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,message", [
     (["knn", "--checkpoint", "/no/such.pt"], "/no/such.pt does not exist"),
     (["linear", "--checkpoint", "CKPT", "--label-fraction", "0"], "label fraction must be in (0, 1]"),
@@ -174,6 +178,7 @@ def test_commands_fail_with_one_line(argv, message, mnist_checkpoint, capsys):
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_checkpoint_of_other_channels_is_refused(mnist_checkpoint, tmp_path, capsys):
     from PIL import Image
 
@@ -187,6 +192,7 @@ def test_checkpoint_of_other_channels_is_refused(mnist_checkpoint, tmp_path, cap
     assert "1-channel" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_supervised_command_trains_the_default_backbone_and_saves_it(tmp_path, capsys):
     out = tmp_path / "sup"
     assert main(["supervised", "--label-fraction", "0.01", "--epochs", "1", "--out", str(out)]) == 0

@@ -92,6 +92,7 @@ def test_colourings_keep_the_most_frequent_cwes_and_put_the_rest_in_other():
     assert "vulnerable" not in colourings(items)  # names without bad/good: no such colouring
 
 
+@pytest.mark.slow
 def test_quick_pipeline_on_a_tiny_juliet_tree(tiny_juliet, tmp_path):
     from contrastive.cli import main
 

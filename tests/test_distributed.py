@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -105,6 +106,7 @@ def _job_simclr():
     return {"loss": loss, "grads": grads, "naive_grads": naive_grads}
 
 
+@pytest.mark.slow
 def test_simclr_gathered_loss_and_gradients_equal_one_process_on_the_global_batch(tmp_path):
     results = run_two_ranks(_job_simclr, tmp_path)
     model = _simclr_model()
@@ -163,6 +165,7 @@ def _rows_of(rows: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
     return same.int().argmax(dim=1)
 
 
+@pytest.mark.slow
 def test_moco_queue_holds_every_ranks_keys_in_rank_order(tmp_path):
     results = run_two_ranks(_job_moco_per_sample, tmp_path)
     model = _moco_model(bn=False)
@@ -176,6 +179,7 @@ def test_moco_queue_holds_every_ranks_keys_in_rank_order(tmp_path):
     assert torch.equal(results[0]["queue"], results[1]["queue"])
 
 
+@pytest.mark.slow
 def test_moco_keys_come_from_a_batch_shuffled_across_ranks_and_go_back_in_order(tmp_path):
     results = run_two_ranks(_job_moco_bn, tmp_path)
     x2 = random_images(N_MOCO, seed=2)[1]
@@ -208,6 +212,7 @@ def _job_shuffle():
     return {"x": x, "local": local, "back": unshuffle(local), "per_sample_back": unshuffle(per_sample)}
 
 
+@pytest.mark.slow
 def test_shuffle_across_ranks_deals_a_mix_and_unshuffle_restores_order(tmp_path):
     results = run_two_ranks(_job_shuffle, tmp_path)
     dealt = torch.cat([r["local"] for r in results])
@@ -239,6 +244,7 @@ def _job_byol():
     return {"target": [p.clone() for p in targets], "online": [p.clone() for p in model.parameters()]}
 
 
+@pytest.mark.slow
 def test_byol_target_weights_identical_across_ranks_after_ddp_steps(tmp_path):
     results = run_two_ranks(_job_byol, tmp_path)
     for a, b in zip(results[0]["target"], results[1]["target"]):
@@ -275,6 +281,7 @@ def _job_collectives():
     }
 
 
+@pytest.mark.slow
 def test_collectives_on_two_ranks(tmp_path):
     results = run_two_ranks(_job_collectives, tmp_path)
     expected_uneven = torch.cat([torch.arange(3).double()[:, None].repeat(1, 2),
@@ -308,6 +315,7 @@ def _env_worker(rank: int, port: int, out_dir: str) -> None:
     _exit_without_finalizing()
 
 
+@pytest.mark.slow
 def test_init_from_env_joins_the_group_torchrun_describes(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -396,6 +404,7 @@ def _job_gathered_losses():
     return out
 
 
+@pytest.mark.slow
 def test_simsiam_barlow_vicreg_mocov3_on_two_processes_equal_one_process_on_the_global_batch(tmp_path):
     results = run_two_ranks(_job_gathered_losses, tmp_path)
     for name in ("barlow_twins", "vicreg", "mocov3"):
@@ -455,6 +464,7 @@ def _job_center_and_sinkhorn():
     return out
 
 
+@pytest.mark.slow
 def test_center_and_sinkhorn_across_two_processes_equal_one_process(tmp_path):
     results = run_two_ranks(_job_center_and_sinkhorn, tmp_path)
     codes = sinkhorn_knopp(_multicrop_views()[0][:, :6], 0.05, 3)

@@ -32,7 +32,6 @@ PICK = torch.arange(0, 1000, 5)  # 200 of the 1,000 test digits, spread over the
 FORMATS = ("onnx", "torchscript", "safetensors")
 
 
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A 1-epoch SimCLR checkpoint and a classifier fine-tuned from it for 60 steps, every format exported
@@ -103,6 +102,7 @@ def run_exported(path, fmt: str, x: torch.Tensor) -> torch.Tensor:
 SUFFIX = {"onnx": ".onnx", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:FutureWarning")
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_classifier_round_trip_gives_the_packages_predictions(models, digits, fmt):
@@ -119,6 +119,7 @@ def test_classifier_round_trip_gives_the_packages_predictions(models, digits, fm
     assert "input float32 (N, 1, 28, 28) in [0, 1] -> logits (N, 10)" in printed
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:FutureWarning")
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_encoder_round_trip_gives_the_packages_embeddings(models, digits, fmt):
@@ -131,6 +132,7 @@ def test_encoder_round_trip_gives_the_packages_embeddings(models, digits, fmt):
     assert f"-> embeddings (N, {pre.feat_dim})" in models["printed"]["encoder", fmt] and pre.feat_dim == 512
 
 
+@pytest.mark.slow
 def test_onnx_batch_axis_is_dynamic(models):
     session = onnxruntime.InferenceSession(str(models["classifier"].with_suffix(".onnx")),
                                            providers=["CPUExecutionProvider"])
@@ -139,6 +141,7 @@ def test_onnx_batch_axis_is_dynamic(models):
         assert session.run(["output"], {"input": x})[0].shape == (n, 10)
 
 
+@pytest.mark.slow
 def test_safetensors_json_describes_the_classifier(models):
     spec = json.loads(models["classifier"].with_suffix(".safetensors.json").read_text())
     assert spec["kind"] == "classifier" and spec["num_classes"] == 10 and spec["classes"] == [str(c) for c in range(10)]
@@ -153,6 +156,7 @@ def copy_export(models, tmp_path):
     return weights
 
 
+@pytest.mark.slow
 def test_a_tampered_safetensors_file_is_refused_in_one_line(models, tmp_path):
     weights = copy_export(models, tmp_path)
     load_safetensors(weights)  # the untouched copy loads
@@ -164,6 +168,7 @@ def test_a_tampered_safetensors_file_is_refused_in_one_line(models, tmp_path):
     assert "changed after export (sha256 differs" in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_a_json_that_does_not_match_the_weights_is_refused_in_one_line(models, tmp_path):
     weights = copy_export(models, tmp_path)
     spec_file = tmp_path / "classifier.safetensors.json"
@@ -197,6 +202,7 @@ class ShiftedSession:
         return [out + np.float32(self.offset) for out in self.session.run(names, feeds)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offset", [1e-3, float("nan")])
 def test_onnx_above_the_tolerance_fails_in_one_line_and_leaves_no_file(models, tmp_path, monkeypatch, capsys, offset):
     monkeypatch.setattr(ShiftedSession, "offset", offset)
@@ -208,6 +214,7 @@ def test_onnx_above_the_tolerance_fails_in_one_line_and_leaves_no_file(models, t
     assert "max abs difference" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_tolerance_of_zero_fails_exactly_when_the_file_differs(models, tmp_path):
     out = tmp_path / "zero.onnx"
     flags = ["--model", str(models["classifier"]), "--format", "onnx", "--out", str(out), "--tolerance", "0"]
@@ -227,6 +234,7 @@ def test_a_file_of_the_wrong_kind_is_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.pt"]
 
 
+@pytest.mark.slow
 def test_an_unwritable_out_is_one_line(models, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -237,6 +245,7 @@ def test_an_unwritable_out_is_one_line(models, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
+@pytest.mark.slow
 def test_the_cli_prints_one_error_line_and_exits_2(models, capsys):
     assert main(["export", "--model", str(models["classifier"]), "--format", "onnx",
                  "--out", str(models["classifier"])]) == 2

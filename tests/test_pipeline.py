@@ -50,6 +50,7 @@ class Sealed:
         return self.items[i]
 
 
+@pytest.mark.slow
 def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_end(tmp_path, tiny_data):
     import dataclasses
 
@@ -114,6 +115,7 @@ def test_the_learning_rate_grid_widens_while_the_best_sits_at_an_edge():
     assert best == 0.1  # inside the grid at once: nothing more tried
 
 
+@pytest.mark.slow
 def test_cli_pipeline_quick_on_embedded_digits(tmp_path, capsys):
     out = tmp_path / "quick"
     assert main(["pipeline", "--quick", "--fractions", "0.1", "--out", str(out)]) == 0

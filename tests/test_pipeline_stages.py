@@ -15,7 +15,6 @@ from contrastive.pipeline.results import Cell, Choices, Results, Row
 from helpers import quiet
 
 
-
 def stage_stub(train_labels):
     """A fits.Stage whose splits are label tensors only (the stubbed fits below never read items)."""
     train = type("Items", (), {"labels": train_labels, "subset": lambda self, idx: ("labelled", tuple(idx.tolist())),

@@ -36,6 +36,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["simclr", "moco", "byol"])
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, method):
     epochs = 2
@@ -56,6 +57,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, me
         assert float(resumed["model"]["tau"]) == float(straight["model"]["tau"]) > 0.996
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_resume_is_exact_on_the_per_image_loader_path(tmp_path):
     drive(tmp_path / "straight", "simclr", 2, "--per-image")
     assert drive(tmp_path / "killed", "simclr", 2, "--per-image", "--kill-at-step", "3") == -signal.SIGKILL
@@ -64,6 +66,7 @@ def test_sigkill_mid_epoch_resume_is_exact_on_the_per_image_loader_path(tmp_path
     assert_same_weights(final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed"))
 
 
+@pytest.mark.slow
 def test_sigkill_while_saving_keeps_the_previous_checkpoint_and_resume_is_exact(tmp_path):
     drive(tmp_path / "straight", "moco", 2)
     # The 4th write is killed between the temporary file and the rename.

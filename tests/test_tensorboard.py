@@ -23,7 +23,6 @@ from contrastive.train import pretrain
 from helpers import make_splits, quiet, tiny_config
 
 
-
 def read_events(folder) -> EventAccumulator:
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})  # 0: keep every event
     events.Reload()
@@ -182,6 +181,7 @@ def test_tsne_and_umap_draw_the_same_points_in_the_same_colours(fake_umap, monke
     np.testing.assert_array_equal(umap_xy, x[:, :2])  # the fake UMAP: the first two normalised coordinates
 
 
+@pytest.mark.slow  # numba compiles UMAP on its first call after an install: about 13 s
 def test_real_umap_draws_a_map(tmp_path):
     pytest.importorskip("umap")
     features, labels = torch.randn(60, 8), torch.arange(60) % 3

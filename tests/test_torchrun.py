@@ -12,6 +12,8 @@ import torch
 from contrastive.checkpoint import list_checkpoints, load_checkpoint
 from contrastive.cli import main
 
+pytestmark = pytest.mark.slow  # each test starts torchrun: two processes, tens of seconds
+
 DRIVER = Path(__file__).parent / "fault_driver.py"
 
 
