@@ -128,3 +128,4 @@ def test_cli_pipeline_quick_on_embedded_digits(tmp_path, capsys):
     assert f"| 10% | {row['n_labels']} | 2 |" in printed
     assert "kNN top-1 on validation (k=20): random-init encoder" in printed and "raw inputs" in printed
     assert "expected wall time of the whole pipeline" in printed
+    assert "wall time of the whole pipeline: " in printed and "(forecast after the first epoch: " in printed

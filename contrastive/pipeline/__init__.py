@@ -48,9 +48,10 @@ class Clock:
 
 def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
     """Run every stage; returns the results dict that is also written to OUT/results.json."""
+    started = time.time()
     data = data or load_data(cfg.pretrain.data, cfg.pretrain.data_options)
     clock = Clock()
-    splits = split_data(cfg, data, log)
+    splits = split_data(cfg, data, log, started)
     pre = clock("pretrain", pretrain_stage, cfg, splits, log)
     fractions = [clock(f"fraction {f}", fraction_stage, cfg, pre, i, f, splits, log)
                  for i, f in enumerate(cfg.fractions)]
@@ -75,6 +76,10 @@ def write_outputs(cfg: PipelineConfig, results: Results, pre, splits: Splits, lo
         log_results(splits.out / "tensorboard", results)
     log(format_table(results))
     log(f"results: {splits.out / 'results.json'}  report: {splits.out / 'report.md'}")
+    took = time.time() - splits.started
+    forecast = ("" if pre.forecast_seconds is None
+                else f" (forecast after the first epoch: {pre.forecast_seconds / 60:.1f} min)")
+    log(f"wall time of the whole pipeline: {took / 60:.1f} min{forecast}")
 
 
 __all__ = ["DISTILL_TEACHERS", "QUICK", "PipelineConfig", "Results", "matched_baseline", "run_pipeline"]

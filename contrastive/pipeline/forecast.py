@@ -47,7 +47,8 @@ def fraction_passes(cfg: PipelineConfig, fraction: float, draws: int, sizes: Siz
 
 
 def pipeline_seconds(cfg: PipelineConfig, sizes: Sizes, epoch_seconds: float, epochs_left: int) -> tuple[float, float]:
-    """(pretraining seconds, everything after) at the rate of one pretraining epoch that took epoch_seconds."""
+    """(pretraining seconds from its first epoch on, everything after) at the rate of one pretraining epoch that
+    took epoch_seconds."""
     per_pass = epoch_seconds / max(1, sizes.train * 2)  # two views an item
     passes = FORWARD * (2 * sizes.train + sizes.val + sizes.test)  # the frozen features, the test kNN
     for i, fraction in enumerate(cfg.fractions):
@@ -59,8 +60,10 @@ def pipeline_seconds(cfg: PipelineConfig, sizes: Sizes, epoch_seconds: float, ep
 class WallTimeForecast(Callback):
     """After the first pretraining epoch, logs the expected wall time of the whole pipeline."""
 
-    def __init__(self, cfg: PipelineConfig, n_train: int, n_val: int, n_test: int, log):
+    def __init__(self, cfg: PipelineConfig, n_train: int, n_val: int, n_test: int, log, started: float | None = None):
+        """started: time.time() when the pipeline began (what ran before the first epoch is counted as it took)."""
         self.cfg, self.sizes, self.log, self.t0, self.first = cfg, Sizes(n_train, n_val, n_test), log, None, None
+        self.started, self.expected = started, None
 
     def on_start(self, run) -> None:
         self.t0, self.first = time.time(), run.epoch
@@ -68,6 +71,10 @@ class WallTimeForecast(Callback):
     def on_epoch_end(self, run, epoch: int, record: dict) -> None:
         if epoch != self.first or self.t0 is None:
             return
-        pretraining, rest = pipeline_seconds(self.cfg, self.sizes, time.time() - self.t0, run.cfg.epochs - epoch - 1)
-        self.log(f"expected wall time of the whole pipeline: about {(pretraining + rest) / 60:.1f} min (pretraining "
+        now = time.time()
+        pretraining, rest = pipeline_seconds(self.cfg, self.sizes, now - self.t0, run.cfg.epochs - epoch - 1)
+        before = self.t0 - (self.started or self.t0)  # the data, the splits, the run's setup and its first kNN
+        pretraining += before
+        self.expected = pretraining + rest
+        self.log(f"expected wall time of the whole pipeline: about {self.expected / 60:.1f} min (pretraining "
                  f"{pretraining / 60:.1f} min, then the label fractions; priced at the first epoch)")

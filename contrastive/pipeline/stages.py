@@ -44,6 +44,7 @@ class Splits:
     test: object
     out: Path
     device: torch.device
+    started: float  # time.time() when the pipeline began
 
     @property
     def dev(self):
@@ -57,6 +58,7 @@ class Pretrained:
     result: object  # contrastive.train.RunResult
     stage: Stage
     raw_knn_validation: float | None
+    forecast_seconds: float | None = None  # the wall time forecast after the first epoch (None: not made)
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class FractionFits:
         return str(self.fraction)
 
 
-def split_data(cfg: PipelineConfig, data, log) -> Splits:
+def split_data(cfg: PipelineConfig, data, log, started: float) -> Splits:
     pre_cfg = cfg.pretrain
     if data.test is None or not data.train.has_labels:
         raise ContrastiveError(f"the pipeline needs labelled data with a test split; {data.name} has none "
@@ -85,7 +87,7 @@ def split_data(cfg: PipelineConfig, data, log) -> Splits:
     out = run_dir_for(cfg)
     out.mkdir(parents=True, exist_ok=True)
     splits = Splits(data, train_all.subset(train_idx), train_all.subset(val_idx),
-                    limit_items(data.test, cfg.test_limit, seed=1), out, pick_device(pre_cfg.device))
+                    limit_items(data.test, cfg.test_limit, seed=1), out, pick_device(pre_cfg.device), started)
     log(f"protocol: {len(splits.train)} training items, {len(splits.val)} held out for validation, "
         f"{len(splits.test)} test items read once at the end")
     return splits
@@ -93,7 +95,7 @@ def split_data(cfg: PipelineConfig, data, log) -> Splits:
 
 def pretrain_stage(cfg: PipelineConfig, splits: Splits, log) -> Pretrained:
     """Pretraining on the training split (its kNN monitor on validation), then the encoder it saved."""
-    forecast = WallTimeForecast(cfg, len(splits.train), len(splits.val), len(splits.test), log)
+    forecast = WallTimeForecast(cfg, len(splits.train), len(splits.val), len(splits.test), log, splits.started)
     result = pretrain(dataclasses.replace(cfg.pretrain, out=str(splits.out / "pretrain"), train_limit=None),
                       data=splits.dev, log=log, callbacks=(forecast,))
     pretrained = load_pretrained(list_checkpoints(result.run_dir)[0])
@@ -106,7 +108,7 @@ def pretrain_stage(cfg: PipelineConfig, splits: Splits, log) -> Pretrained:
     backbone = result.config.backbone
     stage = Stage(cfg, pretrained, backbone, cfg.student or backbone, n_classes, splits.train, splits.val,
                   FrozenFeatures(pretrained.encoder, pretrained.reader, splits.device), splits.device)
-    return Pretrained(result, stage, raw)
+    return Pretrained(result, stage, raw, forecast.expected)
 
 
 def draw_columns(fits: DrawFits, choices: Choices, baselines: dict) -> dict[str, Predictor]:
