@@ -131,6 +131,11 @@ class DrawFits:
         return self._once(("distill", teacher, finetune_lr, temperature, lr_factor),
                           lambda: self._distilled(teacher, finetune_lr, temperature, lr_factor))
 
+    def chosen_student(self, choices) -> object:
+        """The student of a fraction's Choices (contrastive.pipeline.results.Choices)."""
+        return self.student(choices.distill_teacher, choices.finetune_lr, choices.distill_temperature,
+                            choices.distill_lr_factor)
+
     def _distilled(self, teacher: str, finetune_lr: float, temperature: float, lr_factor: float):
         s = self.stage
         student, budget = student_for(s.cfg, s.pretrained, s.reader, s.student, self.n_classes, self.seed,

@@ -123,8 +123,7 @@ def draw_columns(fits: DrawFits, choices: Choices, baselines: dict) -> dict[str,
     columns = {"supervised": net(fits.supervised(choices.supervised_lr)), "linear": net(fits.probe()),
                "encoder_spreading": lambda items: spreading(s.features(items)),
                "finetune": net(fits.finetuned(choices.finetune_lr)),
-               "distill": net(fits.student(choices.distill_teacher, choices.finetune_lr, choices.distill_temperature,
-                                           choices.distill_lr_factor))}
+               "distill": net(fits.chosen_student(choices))}
     for name, baseline in baselines.items():
         columns[name] = baseline_predictor(baseline, fits.labeled, s.train, s.n_classes, fits.seed)
     return columns
@@ -165,9 +164,7 @@ def log_time_left(choices: Choices, seconds: float, draws_left: int, fraction: f
 
 def save_first_draw(fits: DrawFits, choices: Choices, splits: Splits, fraction: float) -> None:
     """The first draw's fine-tuned teacher and student in OUT/classifiers/ (contrastive predict / export)."""
-    models = {"finetune": fits.finetuned(choices.finetune_lr),
-              "distill": fits.student(choices.distill_teacher, choices.finetune_lr, choices.distill_temperature,
-                                      choices.distill_lr_factor)}
+    models = {"finetune": fits.finetuned(choices.finetune_lr), "distill": fits.chosen_student(choices)}
     for name, model in models.items():
         save_classifier(copy.deepcopy(model).cpu(), splits.out / "classifiers" / f"{name}-{fraction}.pt",
                         data=data_record(splits.data), label_fraction=fraction, indices=fits.idx)
