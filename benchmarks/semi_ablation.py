@@ -14,7 +14,11 @@ benchmarks/results/semi_ablation.jsonl. The test split is never read.
 A variant is NAME:key=value,... over distill()'s keywords (student_views, teacher_views,
 temperature, alpha), the budget's (epochs, lr; lr default: the fine-tuning lr) and teacher
 (finetune, the default, or finetune+spreading, the pipeline's --distill-teacher) and init (pretrained,
-the default, or finetuned: the student starts as a copy of the fine-tuned network).
+the default, or finetuned: the student starts as a copy of the fine-tuned network). kind=semi makes the
+variant FixMatch consistency training (contrastive.evaluate.semi) from a copy of the fine-tuned network
+instead, with its keywords threshold, ratio and weight:
+
+    python benchmarks/semi_ablation.py --run RUN --name fixmatch --variant fm3:kind=semi,epochs=3
 """
 
 from __future__ import annotations
@@ -35,13 +39,15 @@ from contrastive.evaluate.features import extract_features
 from contrastive.evaluate.finetune import finetune
 from contrastive.evaluate.fit import DISTILL, FINETUNE, evaluate_accuracy
 from contrastive.evaluate.pretrained import load_pretrained
+from contrastive.evaluate.semi import consistency_train
 from contrastive.evaluate.teachers import AveragedTeacher, spreading_teacher
 from contrastive.modality import load_data
 from contrastive.protocol import label_draws, summary, validation_split
 
 RESULTS = Path(__file__).parent / "results" / "semi_ablation.jsonl"
 BUDGET_KEYS = ("epochs", "lr", "min_steps", "batch_size")
-PIPELINE_KEYS = ("teacher", "init")
+PIPELINE_KEYS = ("teacher", "init", "kind")
+SEMI_KEYS = ("threshold", "ratio", "weight")
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -91,6 +97,15 @@ def main(argv=None):
                                                               data.num_classes, seed)).eval()
         scores["finetune+spreading"].append(evaluate_accuracy(averaged, val, reader))
         for name, kw in variants:
+            if kw.get("kind") == "semi":
+                budget = dataclasses.replace(DISTILL, **{"epochs": 3, "lr": args.finetune_lr,
+                                                         **{k: kw[k] for k in BUDGET_KEYS if k in kw}})
+                network = copy.deepcopy(teacher)
+                stats = consistency_train(network, train, idx, reader, budget=budget, seed=seed,
+                                          **{k: kw[k] for k in SEMI_KEYS if k in kw})
+                scores.setdefault(name, []).append(evaluate_accuracy(network, val, reader))
+                scores.setdefault(name + " confident share", []).append(stats.share)
+                continue
             budget = dataclasses.replace(DISTILL, **{"epochs": 5, "lr": args.finetune_lr,
                                                      **{k: kw[k] for k in BUDGET_KEYS if k in kw}})
             options = {k: v for k, v in kw.items() if k not in BUDGET_KEYS + PIPELINE_KEYS}

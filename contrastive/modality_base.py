@@ -162,6 +162,10 @@ class Modality(abc.ABC):
         """A picture of raw items side by side, each under its caption; only where `draws`."""
         raise ContrastiveError(f"{self.noun} cannot be drawn; no sheet is written for {self.kind}")
 
+    # Its classifier views offer a "strong" recipe that differs from the light one: consistency training
+    # (the pipeline's `semi` column, FixMatch) reads both. False by default.
+    strong_views: bool = False
+
     @property
     def baselines(self) -> dict:
         """name -> fn(labeled, pool, queries, num_classes, seed) -> class probabilities (len(queries), C):

@@ -48,6 +48,23 @@ def label_draws(labels: torch.Tensor, fraction: float, draws: int, seed: int) ->
     return [balanced_subset(labels, fraction, draw_seed(seed, d)) for d in range(draws)]
 
 
+def capped_validation(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Sorted int64 indices of at most `n` validation items, class-balanced: the validation a label fraction's
+    choices may read holds no more labels than its draw (Oliver et al. 2018, "Realistic evaluation of deep
+    semi-supervised learning algorithms", sec. 4.6: a validation set larger than the training labels is not
+    realistic). All of them when n >= len(labels)."""
+    labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+    if n < 1:
+        raise ContrastiveError(f"a validation split needs at least one item, got a cap of {n}")
+    if n >= len(labels):
+        return torch.arange(len(labels))
+    chosen = balanced_subset(labels, n / len(labels), seed)  # rounding per class may overshoot by a few
+    if len(chosen) > n:
+        keep = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed))[:n]
+        chosen = torch.sort(chosen[keep]).values
+    return chosen
+
+
 def summary(values: list[float]) -> dict:
     """{"mean", "sd", "values"}: the sd is the sample standard deviation (n - 1), 0 for one value."""
     if not values:

@@ -17,7 +17,7 @@ from contrastive.modality import modality_of  # noqa: E402
 from contrastive.pipeline.results import BINARY_METRICS, PRETRAINED_COLUMNS, Results, Row  # noqa: E402
 
 COLORS = {"supervised": "tab:gray", "linear": "tab:blue", "encoder_spreading": "tab:purple", "finetune": "tab:orange",
-          "distill": "tab:green"}
+          "semi": "tab:red", "distill": "tab:green"}
 
 
 def cell(row: Row, column: str) -> str:
@@ -29,10 +29,11 @@ def format_table(results: Results) -> str:
     """The results as a Markdown table (printed at the end of the run and put in the report): test
     accuracy, mean ± sd over label draws; gain = best pretrained column minus the best baseline."""
     columns = results.columns
-    head = "| labels | n | draws | " + " | ".join(columns) + " | gain over the best baseline |"
-    lines = [head, "|" + " --- |" * (len(columns) + 4)]
+    head = "| labels | n | labels used | draws | " + " | ".join(columns) + " | gain over the best baseline |"
+    lines = [head, "|" + " --- |" * (len(columns) + 5)]
     for row in results.rows.values():
-        lines.append(f"| {row.fraction:.0%} | {row.n_labels} | {row.draws} | "
+        used = "?" if row.labels_used is None else row.labels_used
+        lines.append(f"| {row.fraction:.0%} | {row.n_labels} | {used} | {row.draws} | "
                      + " | ".join(cell(row, c) for c in columns) + f" | {row.gain:+.4f} ({row.best_baseline}) |")
     if any(row.binary for row in results.rows.values()):
         lines += ["", "| labels | metric | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 2)]
@@ -158,7 +159,7 @@ def write_report(out: Path, results: Results, pretrain_dir: Path, encoder, data,
              f"Backbone `{results.backbone}`, student `{results.student}`. Accuracies are test top-1 fractions, "
              "mean ± sd over label draws (per-draw values in results.json).",
              knn_line(results, knn_random_init), "", protocol_line(results), "", *COLUMN_NOTES, "",
-             format_table(results), "", choices_line(results), "",
+             format_table(results), "", choices_line(results), "", *guard_lines(results),
              "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds_of(results).items()), ""]
     lines += [f"![{name}]({name})" for name in images] + (["", note] if note else [])
     path = out / "report.md"
@@ -176,8 +177,12 @@ COLUMN_NOTES = (
     "the labelled, the unlabelled training and the query items",
     "- finetune: the whole pretrained network fine-tuned on the labelled subset (SimCLRv2: from the first head "
     "layer; lr chosen on validation)",
-    "- distill: a student trained on the fine-tuned teacher's predictions on all training items (plus the labelled "
+    "- semi: FixMatch consistency training (Sohn et al. 2020) from the fine-tuned network over every training item: "
+    "confident predictions on a weak view train a strong view, beside the labelled term",
+    "- distill: a student trained on the chosen teacher's predictions on all training items (plus the labelled "
     "term, SimCLRv2 eq. 3)",
+    "- labels used: a draw's labels plus the validation items its fraction's choices read (at most as many as the "
+    "draw holds; Oliver et al. 2018)",
     "- gain: the best pretrained column minus the best baseline",
 )
 
@@ -218,6 +223,22 @@ def choices_line(results: Results) -> str:
         f"{row.fraction:.0%}: supervised lr {c.supervised_lr}, finetune lr {c.finetune_lr}, distillation teacher "
         f"{c.distill_teacher} at T {c.distill_temperature}, lr x{c.distill_lr_factor}"
         for row in results.rows.values() if (c := row.choices) is not None)
+
+
+def guard_lines(results: Results) -> list[str]:
+    """One line per fraction: on how many draws semi and distill fell below their start on validation (the
+    start was kept: the column reports it), with every draw's two numbers and what went wrong."""
+    lines = []
+    for row in results.rows.values():
+        for column, guards in row.guards.items():
+            fell = row.kept_start(column)
+            detail = "; ".join(f"{g.start:.4f} -> {g.result:.4f}" + (f" ({', '.join(g.problems)})" if g.problems else "")
+                               for g in guards)
+            lines.append(f"- {row.fraction:.0%} {column}: below its start on validation on {fell} of {len(guards)} "
+                         f"draws{' (the start is kept and reported there)' if fell else ''}; start -> result per "
+                         f"draw: {detail}")
+    return (["Guards (a network trained on from a start is kept only where validation says it is not worse):",
+             *lines, ""] if lines else [])
 
 
 def seconds_of(results: Results) -> dict[str, float]:

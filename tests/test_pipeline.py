@@ -12,10 +12,11 @@ from contrastive.pipeline import PipelineConfig, run_pipeline
 from helpers import quiet
 
 
-COLUMNS = {"supervised", "pixel_knn", "label_spreading", "linear", "encoder_spreading", "finetune", "distill"}
+COLUMNS = {"supervised", "pixel_knn", "label_spreading", "linear", "encoder_spreading", "finetune", "semi", "distill"}
 
 
-ROW_KEYS = COLUMNS | {"n_labels", "draws", "choices", "validation", "sd", "values", "best_baseline", "gain"}
+ROW_KEYS = COLUMNS | {"n_labels", "labels_used", "draws", "choices", "validation", "sd", "values", "best_baseline",
+                      "gain", "guards"}
 
 
 def tiny_pipeline(out, **kw) -> PipelineConfig:
@@ -23,7 +24,8 @@ def tiny_pipeline(out, **kw) -> PipelineConfig:
     return PipelineConfig(out=str(out), pretrain=PretrainConfig(epochs=1, batch_size=16), fractions=(0.25, 1.0),
                           draws=(2,), validation=0.25, supervised_lrs=(0.1,), finetune_lrs=(0.03,),
                           finetune=Budget(**small), supervised=Budget(**small),
-                          distill=Budget(epochs=1, min_steps=0, batch_size=16), tsne=False, **kw)
+                          distill=Budget(epochs=1, min_steps=0, batch_size=16),
+                          semi=Budget(epochs=1, min_steps=0, batch_size=16, lr=0.03), tsne=False, **kw)
 
 
 class Sealed:
@@ -69,11 +71,11 @@ def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_
         for c in COLUMNS:  # the mean is the mean of the kept per-draw values
             assert row[c] == pytest.approx(sum(row["values"][c]) / len(row["values"][c]))
         assert row["best_baseline"] in {"supervised", "pixel_knn", "label_spreading"}
-        best = max(row[c] for c in ("linear", "encoder_spreading", "finetune", "distill"))
+        best = max(row[c] for c in ("linear", "encoder_spreading", "finetune", "semi", "distill"))
         assert row["gain"] == pytest.approx(best - max(row[c] for c in ("supervised", "pixel_knn", "label_spreading")))
         assert row["choices"]["supervised_lr"] == 0.1 and row["choices"]["finetune_lr"] == 0.03
         teachers = row["choices"]["distill_teacher_validation"]  # auto: the better teacher on validation
-        assert set(teachers) == {"finetune", "finetune+spreading"}
+        assert set(teachers) == {"finetune", "finetune+spreading", "semi", "semi+spreading"}
         assert row["choices"]["distill_teacher"] == max(teachers, key=teachers.get)
         pairs = row["choices"]["distill_validation"]  # every (T, lr factor) of the grids, the best one kept
         assert len(pairs) == 4 and max(pairs.values()) == pairs[
@@ -82,10 +84,23 @@ def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_
     assert len(on_disk["label_fractions"]["0.25"]["values"]["finetune"]) == 2
     assert on_disk["label_fractions"]["1.0"]["n_labels"] == 48
     assert on_disk["label_fractions"]["0.25"]["n_labels"] == 12  # 3 of 12 per class
+    # validation no larger than the labels it serves: 12 of the 16 validation items at 25%, all 16 at 100%
+    assert on_disk["label_fractions"]["0.25"]["labels_used"] == 12 + 12
+    assert on_disk["label_fractions"]["1.0"]["labels_used"] == 48 + 16
+    for row in on_disk["label_fractions"].values():  # every draw's semi network and student against their starts
+        assert set(row["guards"]) == {"semi", "distill"}
+        for column, guards in row["guards"].items():
+            assert len(guards) == row["draws"]
+            for g in guards:
+                assert g["kept"] == ("result" if g["result"] >= g["start"] else "start")
+            # the column reports the better of start and result on every draw, never a collapse below its start
+            kept = [max(g["start"], g["result"]) for g in guards]
+            assert row["validation"][column] == pytest.approx(sum(kept) / len(kept))
     assert 0.0 <= on_disk["knn_top1"] <= 1.0 and on_disk["knn"]["raw"] is not None
     report = (tmp_path / "p" / "report.md").read_text()
-    assert ("| labels | n | draws | supervised | pixel_knn | label_spreading | linear | encoder_spreading | finetune | "
-            "distill |") in report
+    assert ("| labels | n | labels used | draws | supervised | pixel_knn | label_spreading | linear | "
+            "encoder_spreading | finetune | semi | distill |") in report
+    assert "Guards (a network trained on from a start" in report and "25% semi: below its start" in report
     assert " ± " in report  # two draws: mean ± sd
     for png in ("accuracy_vs_labels.png", "pretraining.png"):
         assert (tmp_path / "p" / png).stat().st_size > 1000
@@ -93,7 +108,7 @@ def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_
     assert len(draws) == 2 and draws[0] != draws[1] and all(len(d) == 12 and d == sorted(d) for d in draws)
     from contrastive.evaluate.classifier import load_classifier
 
-    for name in ("finetune", "distill"):  # the pipeline keeps its classifiers of the first draw
+    for name in ("finetune", "semi", "distill"):  # the pipeline keeps its classifiers of the first draw
         model, meta = load_classifier(tmp_path / "p" / "classifiers" / f"{name}-0.25.pt")
         assert meta["indices"] == draws[0] and meta["label_fraction"] == 0.25 and model.fc.out_features == 4
 
@@ -125,7 +140,8 @@ def test_cli_pipeline_quick_on_embedded_digits(tmp_path, capsys):
     assert abs(row["n_labels"] - 90) <= 5  # 10% of each class of the 900 quick images left after validation
     assert all(0.0 <= row[c] <= 1.0 for c in COLUMNS)
     printed = capsys.readouterr().out
-    assert f"| 10% | {row['n_labels']} | 2 |" in printed
+    assert f"| 10% | {row['n_labels']} | {row['labels_used']} | 2 |" in printed
+    assert row["labels_used"] == 2 * row["n_labels"]  # the choices read as many validation items as a draw has labels
     assert "kNN top-1 on validation (k=20): random-init encoder" in printed and "raw inputs" in printed
     assert "expected wall time of the whole pipeline" in printed
     assert "wall time of the whole pipeline: " in printed and "(forecast after the first epoch: " in printed

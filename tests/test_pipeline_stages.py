@@ -12,6 +12,7 @@ from contrastive.pipeline.choose import choose_distillation, choose_teacher
 from contrastive.pipeline.config import PipelineConfig
 from contrastive.pipeline.forecast import Sizes, fit_passes, pipeline_seconds
 from contrastive.pipeline.results import Cell, Choices, Results, Row
+from contrastive.errors import ContrastiveError
 from helpers import quiet
 
 
@@ -20,7 +21,7 @@ def stage_stub(train_labels):
     train = type("Items", (), {"labels": train_labels, "subset": lambda self, idx: ("labelled", tuple(idx.tolist())),
                                "__len__": lambda self: len(train_labels)})()
     return fits_module.Stage(PipelineConfig(), pretrained=None, backbone="b", student="b", n_classes=2, train=train,
-                             val=None, features=None, device=torch.device("cpu"))
+                             val=None, features=None, device=torch.device("cpu"), semi=True)
 
 
 def test_a_draw_trains_each_model_once_whoever_asks(monkeypatch):
@@ -39,18 +40,21 @@ def test_a_draw_trains_each_model_once_whoever_asks(monkeypatch):
     assert trained == [("supervised", 0.1, 7), ("supervised", 0.3, 7)]
 
 
-def test_a_given_teacher_is_not_scored_and_auto_takes_the_better_one():
+def test_a_given_teacher_is_not_scored_and_auto_takes_the_best_one():
     scored = []
+    candidates = ("finetune", "finetune+spreading", "semi", "semi+spreading")
 
     def score(name):
         scored.append(name)
-        return {"finetune": 0.5, "finetune+spreading": 0.75}[name]
+        return {"finetune": 0.5, "finetune+spreading": 0.75, "semi": 0.8, "semi+spreading": 0.8}[name]
 
-    assert choose_teacher("finetune", score, quiet) == ("finetune", None) and scored == []
-    best, scores = choose_teacher("auto", score, quiet)
-    assert best == "finetune+spreading" and scores == {"finetune": 0.5, "finetune+spreading": 0.75}
-    assert choose_teacher("finetune+spreading", lambda n: {"finetune": 0.9}.get(n, 0.1), quiet)[0] == \
+    assert choose_teacher("finetune", score, quiet, candidates) == ("finetune", None) and scored == []
+    best, scores = choose_teacher("auto", score, quiet, candidates)
+    assert best == "semi" and list(scores) == list(candidates)  # a tie goes to the first
+    assert choose_teacher("finetune+spreading", lambda n: {"finetune": 0.9}.get(n, 0.1), quiet, candidates)[0] == \
         "finetune+spreading"  # named: kept even where the other scores higher
+    with pytest.raises(ContrastiveError, match="--distill-teacher semi is not available"):
+        choose_teacher("semi", score, quiet, candidates[:2])  # a modality without strong views has no semi network
 
 
 def test_distillation_grid_scores_every_pair_and_the_first_best_wins_a_tie():
@@ -78,7 +82,7 @@ def test_results_json_keeps_its_format_and_reads_back():
     out = results.to_json()
     r = out["label_fractions"]["0.01"]
     assert list(r) == ["n_labels", "draws", "choices", "validation", "supervised", "linear", "sd", "values",
-                       "best_baseline", "gain"]
+                       "best_baseline", "gain"]  # no labels_used or guards: the row was made without them
     assert r["supervised"] == pytest.approx(0.6) and r["values"]["linear"] == [0.6, 0.8]
     assert "distill_teacher_validation" not in r["choices"]  # a given teacher: nothing was scored
     assert Results.from_json(out).to_json() == out

@@ -58,7 +58,7 @@ def distillation_objective(teacher: nn.Module, temperature: float = 1.0, alpha: 
 
 def distill(teacher: nn.Module, student: nn.Module, unlabeled, test, reader, *, temperature: float = 1.0,
             alpha: float = 0.0, labeled_mask=None, budget: Budget = DISTILL, device: torch.device | str = "cpu",
-            student_views: str = "light", teacher_views: str = "same", seed: int = 0,
+            student_views: str = "light", teacher_views: str = "same", seed: int = 0, history: list | None = None,
             log=None) -> tuple[nn.Module, float | None]:
     """Train `student` (in place) to match the fixed teacher's softened predictions on `unlabeled`.
 
@@ -71,6 +71,7 @@ def distill(teacher: nn.Module, student: nn.Module, unlabeled, test, reader, *, 
     student_views, teacher_views: what each reads (see distill_views; the budget's `augment` says
     whether a "light" student's items are augmented). `reader` says how both networks read the
     items. The teacher is moved to `device`, runs in eval mode, and gets its mode back at the end.
+    history: each pass's mean loss is appended (fit_classifier).
     """
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -83,7 +84,7 @@ def distill(teacher: nn.Module, student: nn.Module, unlabeled, test, reader, *, 
         accuracy = fit_classifier(student, items, test, reader,
                                   loss_fn=distillation_objective(teacher, temperature, alpha),
                                   views=distill_views(reader, items, student_views, teacher_views, budget.augment),
-                                  device=device, seed=seed, log=log, **budget.kwargs())
+                                  device=device, seed=seed, history=history, log=log, **budget.kwargs())
     finally:
         teacher.train(was_training)
     return student, accuracy

@@ -66,6 +66,9 @@ def batches_per_epoch(n_items: int, batch_size: int) -> int:
 SUPERVISED = Budget()
 FINETUNE = Budget(lr=0.03)
 DISTILL = Budget(epochs=10, min_steps=0)  # 10 passes over all training items (4,000 digits: 160 steps)
+# Consistency training (contrastive.evaluate.semi) from the fine-tuned network; chosen on the digits' validation split
+# at 1% (2 draws, benchmarks/results/semi_ablation.jsonl): see contrastive.pipeline.config.
+SEMI = Budget(epochs=6, min_steps=0, lr=0.03)
 
 
 def evaluate_accuracy(model: nn.Module, test, reader, device: torch.device | str = "cpu",
@@ -88,7 +91,7 @@ def pass_seed(seed: int, epoch: int) -> int:
 def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epochs: int, batch_size: int = 256,
                    lr: float, weight_decay: float = 5e-4, device: torch.device | str = "cpu", seed: int = 0,
                    min_steps: int = 0, augment: bool = True, num_workers: int = 0, precision: str = "fp32",
-                   views=None, log=None) -> float | None:
+                   views=None, history: list | None = None, log=None) -> float | None:
     """Train `model` on `train`; return its test accuracy (None without a test set).
 
     SGD with momentum 0.9 and a cosine schedule from `lr` to 0 (no warm-up), weight decay
@@ -99,7 +102,8 @@ def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epoch
     cross-entropy; `inputs` is the augmented batch on the device. `views` (contrastive.batches.Views)
     replaces the modality's classifier views (`augment`): the model trains on the first view of each
     item and `loss_fn` gets the last (with one view, the same tensor; distillation passes a second
-    view, the one its teacher reads). The order of items and
+    view, the one its teacher reads). `history`, when given, gets each pass's mean loss appended
+    (the pipeline reads it to name a loss that stopped falling). The order of items and
     the augmentations derive from `seed`; the caller's random state is left as it was.
     `reader` (contrastive.modality.Reader) says how the model reads the items. The model is
     left on `device`, in eval mode.
@@ -139,6 +143,8 @@ def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epoch
                 if step >= total_steps:
                     break
             passes += 1
+            if history is not None:
+                history.append(running / max(seen, 1))
             if log is not None:
                 log(f"pass {passes}  step {step}/{total_steps}  loss {running / max(seen, 1):.4f}")
     model.eval()

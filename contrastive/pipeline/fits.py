@@ -16,17 +16,19 @@ from typing import Callable
 import numpy as np
 import torch
 
+from contrastive.errors import ContrastiveError
 from contrastive.evaluate.baselines import spreading_predictor
 from contrastive.evaluate.classifier import classifier_from, random_classifier
 from contrastive.evaluate.distill import distill
 from contrastive.evaluate.features import extract_features
 from contrastive.evaluate.finetune import finetune, supervised_baseline
 from contrastive.evaluate.probe import fit_linear_probe
+from contrastive.evaluate.semi import consistency_train
 from contrastive.evaluate.teachers import AveragedTeacher, spreading_teacher
-from contrastive.pipeline.config import PipelineConfig
+from contrastive.pipeline.config import TEACHERS, PipelineConfig
+from contrastive.pipeline.guard import Guard, problems_of
 
 Predictor = Callable[[object], np.ndarray]  # items -> class probabilities (N, C)
-TEACHERS = ("finetune", "finetune+spreading")  # what may label the unlabelled items for distillation
 
 
 def network_predictor(model, reader, device) -> Predictor:
@@ -70,13 +72,22 @@ class Stage:
     val: object
     features: FrozenFeatures
     device: torch.device
+    semi: bool  # the modality has weak and strong views: the `semi` column (FixMatch) runs
 
     @property
     def reader(self):
         return self.pretrained.reader
 
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The distillation teachers this data allows (the semi ones need the semi network)."""
+        return tuple(t for t in TEACHERS if self.semi or not t.startswith("semi"))
+
+    def val_probs(self, model) -> np.ndarray:
+        return network_predictor(model, self.reader, self.device)(self.val)
+
     def val_accuracy(self, model) -> float:
-        return accuracy(network_predictor(model, self.reader, self.device)(self.val), self.val.labels)
+        return accuracy(self.val_probs(model), self.val.labels)
 
 
 class DrawFits:
@@ -86,6 +97,7 @@ class DrawFits:
         self.stage, self.n_classes, self.idx, self.seed = stage, stage.n_classes, idx, seed
         self.labeled = stage.train.subset(idx)
         self.models: dict[tuple, object] = {}
+        self.guards: dict[tuple, Guard] = {}  # a guarded model's key -> its start and result on validation
 
     def _once(self, key: tuple, make: Callable[[], object]):
         if key not in self.models:
@@ -115,53 +127,103 @@ class DrawFits:
         return self._once(("encoder_spreading",), lambda: spreading_predictor(
             s.features(s.train)[self.idx], s.train.labels[self.idx], s.features(s.train), self.n_classes, self.seed))
 
+    def semi(self, finetune_lr: float):
+        """FixMatch consistency training from the fine-tuned network over every training item
+        (contrastive.evaluate.semi); the fine-tuned network where that is better on validation."""
+        s = self.stage
+        if not s.semi:
+            raise ContrastiveError("consistency training needs weak and strong views, which this modality lacks")
+        start = self.finetuned(finetune_lr)
+
+        def train(history: list) -> object:
+            network = copy.deepcopy(start)
+            consistency_train(network, s.train, self.idx, s.reader, budget=s.cfg.semi, threshold=s.cfg.semi_threshold,
+                              ratio=s.cfg.semi_ratio, weight=s.cfg.semi_weight, seed=self.seed, device=s.device,
+                              history=history)
+            return network
+
+        return self._guarded(("semi", finetune_lr), start, train)
+
+    def network(self, teacher: str, finetune_lr: float):
+        """The network a teacher is built on: the fine-tuned one, or the semi one."""
+        return self.semi(finetune_lr) if teacher.startswith("semi") else self.finetuned(finetune_lr)
+
     def teacher(self, name: str, finetune_lr: float):
-        """The network that labels the unlabelled items: the fine-tuned one, or its average with label
-        spreading on the pretrained features (contrastive.evaluate.teachers)."""
-        if name == "finetune":
-            return self.finetuned(finetune_lr)
+        """The network that labels the unlabelled items: the fine-tuned or the semi one, or its average with
+        label spreading on the pretrained features (contrastive.evaluate.teachers)."""
+        if not name.endswith("+spreading"):
+            return self.network(name, finetune_lr)
         s = self.stage
         return self._once(("teacher", name, finetune_lr), lambda: AveragedTeacher(
-            self.finetuned(finetune_lr), spreading_teacher(s.pretrained.encoder, s.features(s.train), self.idx,
-                                                           s.train.labels[self.idx], self.n_classes,
-                                                           self.seed)).eval())
+            self.network(name, finetune_lr), spreading_teacher(s.pretrained.encoder, s.features(s.train), self.idx,
+                                                               s.train.labels[self.idx], self.n_classes,
+                                                               self.seed)).eval())
 
     def student(self, teacher: str, finetune_lr: float, temperature: float, lr_factor: float):
-        """A student distilled from `teacher` on every training item (SimCLRv2 sec. 2.3, eq. 3)."""
-        return self._once(("distill", teacher, finetune_lr, temperature, lr_factor),
-                          lambda: self._distilled(teacher, finetune_lr, temperature, lr_factor))
+        """A student distilled from `teacher` on every training item (SimCLRv2 sec. 2.3, eq. 3); its start
+        where that is better on validation."""
+        s = self.stage
+        student, budget = student_for(s.cfg, s.pretrained, s.reader, s.student, self.n_classes, self.seed,
+                                      finetune_lr, self.network(teacher, finetune_lr))
+        start = copy.deepcopy(student)
+
+        def train(history: list) -> object:
+            mask = torch.zeros(len(s.train), dtype=torch.bool).index_fill_(0, self.idx, True)
+            distill(self.teacher(teacher, finetune_lr), student, s.train, None, s.reader, temperature=temperature,
+                    alpha=s.cfg.distill_alpha, labeled_mask=mask,
+                    budget=dataclasses.replace(budget, lr=budget.lr * lr_factor), seed=self.seed,
+                    student_views=s.cfg.distill_student_views, teacher_views=s.cfg.distill_teacher_views,
+                    device=s.device, history=history)
+            return student
+
+        return self._guarded(("distill", teacher, finetune_lr, temperature, lr_factor), start, train)
 
     def chosen_student(self, choices) -> object:
         """The student of a fraction's Choices (contrastive.pipeline.results.Choices)."""
-        return self.student(choices.distill_teacher, choices.finetune_lr, choices.distill_temperature,
-                            choices.distill_lr_factor)
+        return self.student(*student_key(choices))
 
-    def _distilled(self, teacher: str, finetune_lr: float, temperature: float, lr_factor: float):
-        s = self.stage
-        student, budget = student_for(s.cfg, s.pretrained, s.reader, s.student, self.n_classes, self.seed,
-                                      finetune_lr, self.finetuned(finetune_lr))
-        mask = torch.zeros(len(s.train), dtype=torch.bool).index_fill_(0, self.idx, True)
-        distill(self.teacher(teacher, finetune_lr), student, s.train, None, s.reader, temperature=temperature,
-                alpha=s.cfg.distill_alpha, labeled_mask=mask,
-                budget=dataclasses.replace(budget, lr=budget.lr * lr_factor), seed=self.seed,
-                student_views=s.cfg.distill_student_views, teacher_views=s.cfg.distill_teacher_views,
-                device=s.device)
-        return student
+    def chosen_guards(self, choices) -> dict[str, Guard]:
+        """{"semi": ..., "distill": ...}: the guards of the models the choices picked (semi where it ran)."""
+        keys = {"distill": ("distill", *student_key(choices))}
+        if self.stage.semi:
+            keys["semi"] = ("semi", choices.finetune_lr)
+        for name, key in keys.items():  # train them if no one asked yet
+            self.semi(choices.finetune_lr) if name == "semi" else self.chosen_student(choices)
+        return {name: self.guards[key] for name, key in keys.items()}
+
+    def _guarded(self, key: tuple, start, train: Callable[[list], object]):
+        """train(history) -> a network trained on from `start`; the better of the two on validation (the result
+        on a tie), with what was seen kept in self.guards[key]."""
+        def make():
+            history: list[float] = []
+            result = train(history)
+            s = self.stage
+            probs = s.val_probs(result)
+            guard = Guard(s.val_accuracy(start), accuracy(probs, s.val.labels),
+                          problems_of(probs, s.val.labels, history))
+            self.guards[key] = guard
+            return result if guard.kept == "result" else start
+
+        return self._once(key, make)
+
+
+def student_key(choices) -> tuple:
+    return (choices.distill_teacher, choices.finetune_lr, choices.distill_temperature, choices.distill_lr_factor)
 
 
 def student_for(cfg: PipelineConfig, pretrained, reader, student_name: str, n_classes: int, seed: int,
-                finetune_lr: float, finetuned=None):
-    """(the distillation student, its budget). With cfg.distill_init = finetuned and the same network, the
-    student is a copy of the fine-tuned network `finetuned` and trains at fine-tuning's learning rate: it
-    starts where the teacher is. With pretrained and the same network, the student starts from the
-    pretrained encoder (a new linear layer) and trains at the learning rate fine-tuning chose on
-    validation: the distill budget's lr (0.1, for random init) wrecked the pretrained features on the
-    digits (validation 0.79 against its 0.92 teacher). Else a random network of `student_name` at the
-    distill budget's lr."""
+                finetune_lr: float, network=None):
+    """(the distillation student, its budget). With cfg.distill_init = teacher and the same backbone, the
+    student is a copy of `network` (the fine-tuned or the semi network the teacher is built on) and trains
+    at fine-tuning's learning rate: it starts where the teacher is. With pretrained and the same backbone,
+    the student starts from the pretrained encoder (a new linear layer) and trains at the learning rate
+    fine-tuning chose on validation: the distill budget's lr (0.1, for random init) wrecked the pretrained
+    features on the digits (validation 0.79 against its 0.92 teacher). Else a random network of
+    `student_name` at the distill budget's lr."""
     same = student_name == pretrained.record["backbone"]
-    if cfg.distill_init == "finetuned" and same and finetuned is not None:
-        return copy.deepcopy(finetuned), dataclasses.replace(cfg.distill, lr=finetune_lr)
-    if cfg.distill_init in ("finetuned", "pretrained") and same:
+    if cfg.distill_init == "teacher" and same and network is not None:
+        return copy.deepcopy(network), dataclasses.replace(cfg.distill, lr=finetune_lr)
+    if cfg.distill_init in ("teacher", "pretrained") and same:
         student = classifier_from(pretrained, n_classes, from_head_layer=True, seed=seed + 1)
         return student, dataclasses.replace(cfg.distill, lr=finetune_lr)
     return random_classifier(reader, student_name, n_classes, seed=seed + 1), cfg.distill

@@ -3,13 +3,15 @@
 Costs are counted in item passes (forward + backward of one item) and priced at the first epoch's
 rate: pretraining an item is two passes (two views); a classifier step on an item is one (its step
 count comes from the budget itself, `Budget.steps`); distillation one and a half (the teacher's forward
-is about half a pass); reading an item without gradients (validation, test, features) a third. The
+is about half a pass); consistency training (semi) two (the strong view's pass and the weak view's); reading an item without gradients (validation, test,
+features) a third. The
 choices train every candidate of their grids on each fraction's first draw; the other draws train one
 model a column.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -19,7 +21,8 @@ from contrastive.pipeline.config import PipelineConfig, draws_for
 
 FORWARD = 1 / 3  # an item read without gradients, in passes
 DISTILL = 1.5  # an item of a distillation step: the student's pass and the teacher's forward
-NETWORK_COLUMNS = 4  # supervised, linear, finetune, distill: each read on validation and on test, every draw
+SEMI = 2.0  # an item of a consistency step: the strong view's pass and the weak view's (the labelled term's gradient)
+NETWORK_COLUMNS = 5  # supervised, linear, finetune, semi, distill: each read on validation and on test, every draw
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,12 @@ class Sizes:
     train: int
     val: int
     test: int
+    semi: bool = True  # the modality has the views consistency training reads
+
+
+def validation_read(cfg: PipelineConfig, labeled: int, val: int) -> int:
+    """The validation items a fraction's choices read (contrastive.pipeline.stages.fraction_validation)."""
+    return val if cfg.validation_labels == "all" else min(val, labeled)
 
 
 def fit_passes(budget: Budget, n_items: int) -> float:
@@ -40,10 +49,13 @@ def fraction_passes(cfg: PipelineConfig, fraction: float, draws: int, sizes: Siz
     supervised = len(cfg.supervised_lrs) + draws - 1
     finetune = len(cfg.finetune_lrs) + draws - 1
     distill = len(cfg.distill_temperatures) * len(cfg.distill_lr_factors) + draws - 1
+    semi = draws if sizes.semi else 0
+    semi_items = sizes.train + labeled * math.ceil(sizes.train / (cfg.semi_ratio * labeled))
     passes = (supervised * fit_passes(cfg.supervised, labeled) + finetune * fit_passes(cfg.finetune, labeled)
-              + distill * DISTILL * fit_passes(cfg.distill, sizes.train))
-    scored = supervised + finetune + distill + draws * NETWORK_COLUMNS  # models read on validation
-    return passes + FORWARD * (scored * sizes.val + draws * NETWORK_COLUMNS * sizes.test + draws * labeled)
+              + distill * DISTILL * fit_passes(cfg.distill, sizes.train) + semi * SEMI * fit_passes(cfg.semi, semi_items))
+    scored = supervised + finetune + 2 * distill + 2 * semi + draws * NETWORK_COLUMNS  # models read on validation
+    val = validation_read(cfg, labeled, sizes.val)
+    return passes + FORWARD * (scored * val + draws * NETWORK_COLUMNS * sizes.test + draws * labeled)
 
 
 def pipeline_seconds(cfg: PipelineConfig, sizes: Sizes, epoch_seconds: float, epochs_left: int) -> tuple[float, float]:
@@ -60,9 +72,12 @@ def pipeline_seconds(cfg: PipelineConfig, sizes: Sizes, epoch_seconds: float, ep
 class WallTimeForecast(Callback):
     """After the first pretraining epoch, logs the expected wall time of the whole pipeline."""
 
-    def __init__(self, cfg: PipelineConfig, n_train: int, n_val: int, n_test: int, log, started: float | None = None):
-        """started: time.time() when the pipeline began (what ran before the first epoch is counted as it took)."""
-        self.cfg, self.sizes, self.log, self.t0, self.first = cfg, Sizes(n_train, n_val, n_test), log, None, None
+    def __init__(self, cfg: PipelineConfig, n_train: int, n_val: int, n_test: int, log, started: float | None = None,
+                 semi: bool = True):
+        """started: time.time() when the pipeline began (what ran before the first epoch is counted as it took);
+        semi: whether the semi column runs (the modality's views allow it)."""
+        self.cfg, self.sizes, self.log = cfg, Sizes(n_train, n_val, n_test, semi), log
+        self.t0, self.first = None, None
         self.started, self.expected = started, None
 
     def on_start(self, run) -> None:

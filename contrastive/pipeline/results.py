@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from contrastive.pipeline.guard import Guard
 from contrastive.protocol import summary
 
 # What the pretrained encoder gives; every other column is a baseline (the same network from random init, and the
 # modality's non-deep baselines on the raw inputs).
-PRETRAINED_COLUMNS = ("linear", "encoder_spreading", "finetune", "distill")
+PRETRAINED_COLUMNS = ("linear", "encoder_spreading", "finetune", "semi", "distill")
 BINARY_METRICS = ("f1", "pr_auc")  # scored where the data names a positive class (detection)
 
 
@@ -68,8 +69,10 @@ class Choices:
 
 @dataclass(frozen=True)
 class Row:
-    """One label fraction: how many labels a draw holds, the choices, the mean validation accuracy of every
-    column, and the test cells (in table order of insertion: the pipeline's columns, then the baselines)."""
+    """One label fraction: how many labels a draw holds, how many labels its numbers used in all (the draw's
+    and the validation items its choices read), the choices, the mean validation accuracy of every column,
+    the test cells (in table order of insertion: the pipeline's columns, then the baselines), and the guards
+    of the columns that train on from a start (semi, distill: per draw, contrastive.pipeline.guard)."""
 
     fraction: float
     n_labels: int
@@ -77,6 +80,12 @@ class Row:
     choices: Choices | None
     validation: dict[str, float]
     cells: dict[str, Cell]
+    labels_used: int | None = None  # None: results.json files older than the validation-size rule
+    guards: dict[str, list[Guard]] = field(default_factory=dict)
+
+    def kept_start(self, column: str) -> int:
+        """On how many draws `column` fell below its start on validation (the start was kept)."""
+        return sum(g.kept == "start" for g in self.guards.get(column, []))
 
     @property
     def baselines(self) -> list[str]:
@@ -101,6 +110,8 @@ class Row:
 
     def to_json(self) -> dict:
         out = {"n_labels": self.n_labels, "draws": self.draws}
+        if self.labels_used is not None:
+            out["labels_used"] = self.labels_used
         if self.choices is not None:
             out["choices"] = self.choices.to_json()
         out["validation"] = dict(self.validation)
@@ -111,6 +122,8 @@ class Row:
         if self.binary:
             for metric in BINARY_METRICS:
                 out[metric] = {c: cell.metric_mean(metric) for c, cell in self.cells.items()}
+        if self.guards:
+            out["guards"] = {c: [g.to_json() for g in gs] for c, gs in self.guards.items()}
         return out
 
     @classmethod
@@ -121,10 +134,13 @@ class Row:
         cells = {c: Cell(tuple(v), *(_repeat(per_draw[m].get(c), len(v)) for m in BINARY_METRICS))
                  for c, v in values.items()}
         choices = Choices.from_json(d["choices"]) if "choices" in d else None
-        return cls(float(key), d["n_labels"], d.get("draws", 1), choices, d.get("validation", {}), cells)
+        guards = {c: [Guard.from_json(g) for g in gs] for c, gs in d.get("guards", {}).items()}
+        return cls(float(key), d["n_labels"], d.get("draws", 1), choices, d.get("validation", {}), cells,
+                   d.get("labels_used"), guards)
 
 
-ROW_KEYS = {"n_labels", "draws", "choices", "validation", "sd", "values", "best_baseline", "gain", *BINARY_METRICS}
+ROW_KEYS = {"n_labels", "labels_used", "draws", "choices", "validation", "sd", "values", "best_baseline", "gain",
+            "guards", *BINARY_METRICS}
 
 
 def _repeat(mean: float | None, n: int) -> tuple[float, ...]:

@@ -27,7 +27,8 @@ from contrastive.pipeline.fits import DrawFits, FrozenFeatures, Predictor, Stage
 from contrastive.pipeline.forecast import WallTimeForecast
 from contrastive.pipeline.results import Choices, Protocol, Results, Row
 from contrastive.pipeline.scores import final_knn, final_scores, raw_knn, validation_scores
-from contrastive.protocol import label_draws, summary, validation_split
+from contrastive.pipeline.guard import Guard
+from contrastive.protocol import capped_validation, label_draws, summary, validation_split
 from contrastive.run_state import data_record
 from contrastive.subsets import limit_items
 from contrastive.train import pretrain
@@ -63,14 +64,22 @@ class Pretrained:
 
 @dataclass(frozen=True)
 class FractionFits:
-    """One label fraction after its fit stage: its draws' indices, its choices, every draw's column predictors
-    and the columns' mean validation accuracy."""
+    """One label fraction after its fit stage: its draws' indices, how many validation items its choices
+    read, its choices, every draw's column predictors, the columns' mean validation accuracy, and every
+    draw's guards (the semi network and the student against their starts)."""
 
     fraction: float
     draws: list[torch.Tensor]
+    n_validation: int
     choices: Choices
     per_draw: list[dict[str, Predictor]]
     validation: dict[str, float]
+    guards: list[dict[str, Guard]]
+
+    @property
+    def labels_used(self) -> int:
+        """The labels behind the fraction's numbers: a draw's and the validation items its choices read."""
+        return len(self.draws[0]) + self.n_validation
 
     @property
     def key(self) -> str:
@@ -95,7 +104,8 @@ def split_data(cfg: PipelineConfig, data, log, started: float) -> Splits:
 
 def pretrain_stage(cfg: PipelineConfig, splits: Splits, log) -> Pretrained:
     """Pretraining on the training split (its kNN monitor on validation), then the encoder it saved."""
-    forecast = WallTimeForecast(cfg, len(splits.train), len(splits.val), len(splits.test), log, splits.started)
+    forecast = WallTimeForecast(cfg, len(splits.train), len(splits.val), len(splits.test), log, splits.started,
+                                modality_of(splits.data).strong_views)
     result = pretrain(dataclasses.replace(cfg.pretrain, out=str(splits.out / "pretrain"), train_limit=None),
                       data=splits.dev, log=log, callbacks=(forecast,))
     pretrained = load_pretrained(list_checkpoints(result.run_dir)[0])
@@ -107,7 +117,8 @@ def pretrain_stage(cfg: PipelineConfig, splits: Splits, log) -> Pretrained:
             f"pretrained {result.knn_final:.4f}" + (f"; raw inputs {raw:.4f}" if raw is not None else ""))
     backbone = result.config.backbone
     stage = Stage(cfg, pretrained, backbone, cfg.student or backbone, n_classes, splits.train, splits.val,
-                  FrozenFeatures(pretrained.encoder, pretrained.reader, splits.device), splits.device)
+                  FrozenFeatures(pretrained.encoder, pretrained.reader, splits.device), splits.device,
+                  modality_of(splits.data).strong_views)
     return Pretrained(result, stage, raw, forecast.expected)
 
 
@@ -122,8 +133,10 @@ def draw_columns(fits: DrawFits, choices: Choices, baselines: dict) -> dict[str,
     spreading = fits.spreading()
     columns = {"supervised": net(fits.supervised(choices.supervised_lr)), "linear": net(fits.probe()),
                "encoder_spreading": lambda items: spreading(s.features(items)),
-               "finetune": net(fits.finetuned(choices.finetune_lr)),
-               "distill": net(fits.chosen_student(choices))}
+               "finetune": net(fits.finetuned(choices.finetune_lr))}
+    if s.semi:
+        columns["semi"] = net(fits.semi(choices.finetune_lr))
+    columns["distill"] = net(fits.chosen_student(choices))
     for name, baseline in baselines.items():
         columns[name] = baseline_predictor(baseline, fits.labeled, s.train, s.n_classes, fits.seed)
     return columns
@@ -133,38 +146,59 @@ def baseline_predictor(baseline, labeled, pool, n_classes: int, seed: int) -> Pr
     return lambda items: baseline(labeled, pool, items, n_classes, seed)
 
 
+def fraction_validation(cfg: PipelineConfig, stage: Stage, n_labels: int) -> Stage:
+    """The stage whose validation split is what a fraction's choices may read: with validation_labels "draw",
+    at most as many items as a draw holds labels (contrastive.protocol.capped_validation)."""
+    if cfg.validation_labels == "all":
+        return stage
+    keep = capped_validation(stage.val.labels, n_labels, seed=cfg.pretrain.seed)
+    return stage if len(keep) == len(stage.val) else dataclasses.replace(stage, val=stage.val.subset(keep))
+
+
 def fraction_stage(cfg: PipelineConfig, pre: Pretrained, index: int, fraction: float, splits: Splits,
                    log) -> FractionFits:
     """Label draws of one fraction; the choices on the first draw's fits; every draw fitted with them."""
-    t0, stage = time.time(), pre.stage
-    draws = label_draws(stage.train.labels, fraction, draws_for(cfg, index), seed=cfg.pretrain.seed)
+    t0 = time.time()
+    draws = label_draws(pre.stage.train.labels, fraction, draws_for(cfg, index), seed=cfg.pretrain.seed)
     write_json(splits.out / f"labeled-indices-{fraction}.json", [d.tolist() for d in draws])
+    stage = fraction_validation(cfg, pre.stage, len(draws[0]))
+    log(f"labels {fraction:.0%}: {len(draws[0])} a draw; the choices read {len(stage.val)} validation items "
+        f"({len(draws[0]) + len(stage.val)} labels in all)")
     fits = [DrawFits(stage, idx, cfg.pretrain.seed + d) for d, idx in enumerate(draws)]
     choices = choose(cfg, fits[0], log)
     baselines = modality_of(splits.data).baselines
-    per_draw, val_scores = [], []
+    per_draw, val_scores, guards = [], [], []
     for d, draw in enumerate(fits):
         per_draw.append(draw_columns(draw, choices, baselines))
         val_scores.append(validation_scores(per_draw[-1], stage.val, log))
+        guards.append(draw.chosen_guards(choices))
         log(f"labels {fraction:.0%} draw {d + 1}/{len(draws)} ({len(draw.idx)}), validation: "
             + "  ".join(f"{c} {v:.4f}" for c, v in val_scores[-1].items()))
+        for name, guard in guards[-1].items():
+            if guard.kept == "start" or guard.problems:
+                log("  " + guard.describe(name))
         if d == 0 and len(draws) > 1:
-            log_time_left(choices, time.time() - t0, len(draws) - 1, fraction, log)
+            log_time_left(choices, time.time() - t0, len(draws) - 1, fraction, log, stage.semi)
     save_first_draw(fits[0], choices, splits, fraction)
     validation = {c: summary([s[c] for s in val_scores])["mean"] for c in val_scores[0]}
-    return FractionFits(fraction, draws, choices, per_draw, validation)
+    return FractionFits(fraction, draws, len(stage.val), choices, per_draw, validation, guards)
 
 
-def log_time_left(choices: Choices, seconds: float, draws_left: int, fraction: float, log) -> None:
-    """The other draws train 3 networks each where the first trained every candidate of the grids."""
+def log_time_left(choices: Choices, seconds: float, draws_left: int, fraction: float, log, semi: bool) -> None:
+    """The other draws train 3 networks each (4 with semi) where the first trained every candidate of the
+    grids (and semi): priced as if every network cost the same."""
+    per_draw = 3 + semi
     fits = (len(choices.supervised_lr_validation) + len(choices.finetune_lr_validation)
-            + len(choices.distill_validation))
-    log(f"  the other {draws_left} draws of {fraction:.0%}: about {seconds * 3 / fits * draws_left / 60:.1f} min more")
+            + len(choices.distill_validation)) + per_draw - 3
+    log(f"  the other {draws_left} draws of {fraction:.0%}: about "
+        f"{seconds * per_draw / fits * draws_left / 60:.1f} min more")
 
 
 def save_first_draw(fits: DrawFits, choices: Choices, splits: Splits, fraction: float) -> None:
     """The first draw's fine-tuned teacher and student in OUT/classifiers/ (contrastive predict / export)."""
     models = {"finetune": fits.finetuned(choices.finetune_lr), "distill": fits.chosen_student(choices)}
+    if fits.stage.semi:
+        models["semi"] = fits.semi(choices.finetune_lr)
     for name, model in models.items():
         save_classifier(copy.deepcopy(model).cpu(), splits.out / "classifiers" / f"{name}-{fraction}.pt",
                         data=data_record(splits.data), label_fraction=fraction, indices=fits.idx)
@@ -176,7 +210,9 @@ def test_stage(cfg: PipelineConfig, pre: Pretrained, fractions: list[FractionFit
     rows = {}
     for f in fractions:
         cells = final_scores(f.per_draw, splits.test, splits.data.positive_class)
-        rows[f.key] = Row(f.fraction, len(f.draws[0]), len(f.draws), f.choices, f.validation, cells)
+        guards = {name: [g[name] for g in f.guards] for name in f.guards[0]}
+        rows[f.key] = Row(f.fraction, len(f.draws[0]), len(f.draws), f.choices, f.validation, cells,
+                          f.labels_used, guards)
     knn = final_knn(stage.pretrained.encoder, modality_of(splits.data), stage.train, splits.test, stage.reader,
                     splits.device, stage.n_classes, result.config.knn)
     protocol = Protocol(cfg.validation, len(splits.train), len(splits.val), len(splits.test), result.knn_final,
