@@ -82,8 +82,27 @@ def mean_sd(stats: dict, digits: int = 3) -> str:
     return f"{stats['mean']:.{digits}f} ± {stats['sd']:.{digits}f}"
 
 
+class ValidationScore(float):
+    """A validation accuracy that carries the mean log-probability its model gave the true labels: a small
+    validation split (as many items as a draw has labels) ties often, and the likelihood breaks the tie."""
+
+    log_likelihood: float
+
+    def __new__(cls, accuracy: float, log_likelihood: float):
+        score = super().__new__(cls, accuracy)
+        score.log_likelihood = log_likelihood
+        return score
+
+
 def best_on_validation(scores: dict) -> object:
-    """The key with the highest validation score; ties go to the first given."""
+    """The key with the highest validation score; a tie goes to the higher log-likelihood where the scores
+    carry one (ValidationScore), then to the first given."""
     if not scores:
         raise ValueError("no candidates to choose from")
-    return max(scores, key=lambda key: (scores[key], -list(scores).index(key)))
+    keys = list(scores)
+
+    def rank(key):
+        score = scores[key]
+        return float(score), getattr(score, "log_likelihood", 0.0), -keys.index(key)
+
+    return max(keys, key=rank)

@@ -159,7 +159,7 @@ def write_report(out: Path, results: Results, pretrain_dir: Path, encoder, data,
              f"Backbone `{results.backbone}`, student `{results.student}`. Accuracies are test top-1 fractions, "
              "mean ± sd over label draws (per-draw values in results.json).",
              knn_line(results, knn_random_init), "", protocol_line(results), "", *COLUMN_NOTES, "",
-             format_table(results), "", choices_line(results), "", *guard_lines(results),
+             format_table(results), "", choices_line(results), "", *guard_lines(results), *networks_line(results),
              "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds_of(results).items()), ""]
     lines += [f"![{name}]({name})" for name in images] + (["", note] if note else [])
     path = out / "report.md"
@@ -225,6 +225,17 @@ def choices_line(results: Results) -> str:
         for row in results.rows.values() if (c := row.choices) is not None)
 
 
+def networks_line(results: Results) -> list[str]:
+    """The student beside its teacher: parameters and the time to predict the test split, as fractions."""
+    teacher, student = results.networks.get("teacher"), results.networks.get("student")
+    if teacher is None or student is None:
+        return []
+    return [f"Shipped networks (first draw of the first fraction): student `{student.backbone}` {student.parameters:,} "
+            f"parameters, {student.parameters / teacher.parameters:.0%} of teacher `{teacher.backbone}`'s "
+            f"{teacher.parameters:,}; it predicts the test split in {student.test_seconds:.2f} s, "
+            f"{student.test_seconds / teacher.test_seconds:.0%} of the teacher's {teacher.test_seconds:.2f} s.", ""]
+
+
 def guard_lines(results: Results) -> list[str]:
     """One line per fraction: on how many draws semi and distill fell below their start on validation (the
     start was kept: the column reports it), with every draw's two numbers and what went wrong."""
@@ -232,8 +243,8 @@ def guard_lines(results: Results) -> list[str]:
     for row in results.rows.values():
         for column, guards in row.guards.items():
             fell = row.kept_start(column)
-            detail = "; ".join(f"{g.start:.4f} -> {g.result:.4f}" + (f" ({', '.join(g.problems)})" if g.problems else "")
-                               for g in guards)
+            detail = "; ".join(f"{g.start:.4f} -> {g.result:.4f}"
+                               + (f" ({', '.join(g.problems)})" if g.problems else "") for g in guards)
             lines.append(f"- {row.fraction:.0%} {column}: below its start on validation on {fell} of {len(guards)} "
                          f"draws{' (the start is kept and reported there)' if fell else ''}; start -> result per "
                          f"draw: {detail}")

@@ -59,10 +59,15 @@ def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_
     sealed = Sealed(tiny_data.test)
     data = dataclasses.replace(tiny_data, test=sealed)
     results = run_pipeline(tiny_pipeline(tmp_path / "p"), data=data, log=quiet)
-    assert sealed.reads and all({"final_scores", "final_knn", "write_report"} & stack for stack in sealed.reads)
+    assert sealed.reads and all({"final_scores", "final_knn", "network_costs", "write_report"} & stack
+                                for stack in sealed.reads)
     on_disk = json.loads((tmp_path / "p" / "results.json").read_text())
     assert on_disk == results
-    assert {"dataset", "method", "backbone", "student", "knn_top1", "label_fractions", "knn", "protocol"} == set(on_disk)
+    assert {"dataset", "method", "backbone", "student", "knn_top1", "label_fractions", "knn", "protocol",
+            "networks"} == set(on_disk)
+    for name in ("teacher", "student"):  # self-distillation: the same backbone, the same size
+        assert on_disk["networks"][name]["parameters"] == on_disk["networks"]["teacher"]["parameters"] > 1000
+        assert on_disk["networks"][name]["test_seconds"] > 0
     assert on_disk["protocol"]["n_validation"] == 16 and on_disk["protocol"]["n_train"] == 48  # 25% of each class
     assert list(on_disk["label_fractions"]) == ["0.25", "1.0"]
     for key, row in on_disk["label_fractions"].items():

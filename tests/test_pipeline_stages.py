@@ -135,3 +135,42 @@ def test_the_forecast_grows_with_each_stage_it_prices():
     assert pipeline_seconds(wider, sizes, 10.0, 29)[1] > rest
     slower = pipeline_seconds(cfg, sizes, 20.0, 29)
     assert slower[1] == pytest.approx(2 * rest)  # priced at the first epoch's rate
+
+
+def test_network_costs_count_each_networks_parameters_and_time_it_on_the_split(tiny_data):
+    from contrastive.evaluate.classifier import random_classifier
+    from contrastive.modality import reader_for
+    from contrastive.pipeline.scores import network_costs
+
+    reader = reader_for(tiny_data, tiny_data_options(tiny_data))
+    big = random_classifier(reader, "small_cnn_grid", tiny_data.num_classes)
+    small = random_classifier(reader, "small_cnn_grid_half", tiny_data.num_classes)
+    costs = network_costs({"teacher": ("small_cnn_grid", big), "student": ("small_cnn_grid_half", small)},
+                          tiny_data.test, reader, "cpu", repeats=1)
+    assert costs["teacher"].parameters == sum(p.numel() for p in big.parameters())
+    assert costs["student"].backbone == "small_cnn_grid_half"
+    assert 0.2 < costs["student"].parameters / costs["teacher"].parameters < 0.3  # half the width: about a quarter
+    assert all(c.test_seconds > 0 for c in costs.values())
+
+
+def test_labels_used_guards_and_networks_round_trip_through_results_json():
+    from contrastive.pipeline.guard import Guard
+    from contrastive.pipeline.results import NetworkCost
+
+    base = row({"supervised": [0.5, 0.7], "finetune": [0.8, 0.9], "semi": [0.85, 0.9]})
+    guards = {"semi": [Guard(0.8, 0.85), Guard(0.9, 0.5, ("predicts class 1 for 95% of validation items",))]}
+    r = dataclasses.replace(base, labels_used=20, guards=guards)
+    results = Results("mnist", "simclr", "b", "s", None, None, {"0.01": r},
+                      {"teacher": NetworkCost("b", 1000, 0.5), "student": NetworkCost("s", 250, 0.2)})
+    out = results.to_json()
+    assert out["label_fractions"]["0.01"]["labels_used"] == 20
+    assert out["label_fractions"]["0.01"]["guards"]["semi"][1] == {
+        "start": 0.9, "result": 0.5, "kept": "start", "problems": ["predicts class 1 for 95% of validation items"]}
+    assert out["networks"]["student"] == {"backbone": "s", "parameters": 250, "test_seconds": 0.2}
+    back = Results.from_json(out)
+    assert back.to_json() == out and back.rows["0.01"].kept_start("semi") == 1
+    from contrastive.report import format_table, guard_lines, networks_line
+
+    assert "| 1% | 10 | 20 | 2 |" in format_table(back)
+    assert "- 1% semi: below its start on validation on 1 of 2 draws" in "\n".join(guard_lines(back))
+    assert "25% of teacher `b`'s 1,000" in networks_line(back)[0]

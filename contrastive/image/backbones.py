@@ -154,6 +154,11 @@ BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     # CPC v2 (Hénaff et al. 2020, sec. 4.1, "LN"): layer norm instead of batch norm, since batch statistics let
     # the patches of a batch exchange information and CPC's task be solved through them
     "small_cnn_grid_ln": lambda in_channels, cifar_stem: small_cnn(in_channels, pool=2, norm="layer"),
+    # Widths for the size study (SimCLRv2 sec. 4.1: bigger pretrained encoders are more label-efficient; distilled into
+    # a smaller student): parameters scale with the width squared, so x0.5 has about a quarter of small_cnn_grid's.
+    "small_cnn_grid_half": lambda in_channels, cifar_stem: small_cnn(in_channels, width=16, pool=2),
+    "small_cnn_grid_x2": lambda in_channels, cifar_stem: small_cnn(in_channels, width=64, pool=2),
+    "small_cnn_grid_x4": lambda in_channels, cifar_stem: small_cnn(in_channels, width=128, pool=2),
     "vit_tiny": lambda in_channels, cifar_stem: vit_tiny(in_channels),  # patch 4, for 28-32 px images
     **{n: (lambda in_channels, cifar_stem, n=n: torchvision_resnet(n, in_channels, cifar_stem)) for n in RESNETS},
 }

@@ -3,22 +3,28 @@
 pretrain without labels -> for each label fraction, several label draws: the baselines (the same
 network from random init, and the modality's non-deep ones on the raw inputs), linear probe,
 label spreading on the pretrained features (the raw-input baseline's algorithm on what pretraining
-learned), fine-tune, distilled student -> results.json, report.md with plots, the table printed.
+learned), fine-tune, consistency training on every training item from the fine-tuned network (`semi`,
+FixMatch; where the modality has weak and strong views), distilled student -> results.json, report.md
+with plots, the table printed.
 
 The protocol (contrastive.protocol): a validation split is carved out of the training data first.
-Pretraining, its kNN monitor and every choice (learning rates of the baseline and of fine-tuning,
-the distillation teacher, temperature and lr, made on the first draw of each fraction: `choose`)
-see only the training and validation items. The test split is read once, at the end (`test_stage`).
-Every column is reported as mean ± sd over the draws, with the per-draw values kept; "gain" is the
-best pretrained column minus the best baseline. The fine-tuned teachers and students of the first
-draw are kept in OUT/classifiers/ for `contrastive predict` and `contrastive export`.
+Pretraining and its kNN monitor see the training split and the whole validation split; each label
+fraction's choices (learning rates of the baseline and of fine-tuning, the distillation teacher,
+temperature and lr, made on the first draw of each fraction: `choose`) read at most as many validation
+items as a draw holds labels (Oliver et al. 2018; results.json: "labels_used"). The semi network and the
+student are kept only where they are not below their start on validation (contrastive.pipeline.guard).
+The test split is read once, at the end (`test_stage`). Every column is reported as mean ± sd over the
+draws, with the per-draw values kept; "gain" is the best pretrained column minus the best baseline. The
+fine-tuned, semi and distilled networks of the first draw are kept in OUT/classifiers/ for
+`contrastive predict` and `contrastive export`.
 
 The stages and their hand-offs (contrastive.pipeline.stages):
 
     split_data      -> Splits         the training, validation and sealed test items, the run folder
     pretrain_stage  -> Pretrained     the encoder and what every fit shares (fits.Stage)
-    fraction_stage  -> FractionFits   per fraction: Choices on validation, then every draw's columns
-    test_stage      -> Results        the test split read once (results.Results, one Row per fraction)
+    fraction_stage  -> FractionFits   per fraction: Choices on its validation, then every draw's columns and guards
+    test_stage      -> Results        the test split read once (results.Results, one Row per fraction), the
+                                      shipped teacher's and student's size and test-split time
     write_outputs                     results.json, report.md and its plots, TensorBoard, the table
 """
 

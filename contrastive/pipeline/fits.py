@@ -27,6 +27,7 @@ from contrastive.evaluate.semi import consistency_train
 from contrastive.evaluate.teachers import AveragedTeacher, spreading_teacher
 from contrastive.pipeline.config import TEACHERS, PipelineConfig
 from contrastive.pipeline.guard import Guard, problems_of
+from contrastive.protocol import ValidationScore
 
 Predictor = Callable[[object], np.ndarray]  # items -> class probabilities (N, C)
 
@@ -41,6 +42,12 @@ def network_predictor(model, reader, device) -> Predictor:
 
 def accuracy(probs: np.ndarray, labels: torch.Tensor) -> float:
     return float((probs.argmax(axis=1) == labels.numpy()).mean())
+
+
+def validation_score(probs: np.ndarray, labels: torch.Tensor) -> ValidationScore:
+    """Accuracy, with the mean log-probability of the true labels to break ties (contrastive.protocol)."""
+    truth = probs[np.arange(len(labels)), labels.numpy()]
+    return ValidationScore(accuracy(probs, labels), float(np.log(np.clip(truth, 1e-12, None)).mean()))
 
 
 class FrozenFeatures:
@@ -86,8 +93,9 @@ class Stage:
     def val_probs(self, model) -> np.ndarray:
         return network_predictor(model, self.reader, self.device)(self.val)
 
-    def val_accuracy(self, model) -> float:
-        return accuracy(self.val_probs(model), self.val.labels)
+    def val_accuracy(self, model) -> ValidationScore:
+        """The model's validation accuracy, carrying its log-likelihood of the labels (what breaks a tie)."""
+        return validation_score(self.val_probs(model), self.val.labels)
 
 
 class DrawFits:
@@ -199,7 +207,7 @@ class DrawFits:
             result = train(history)
             s = self.stage
             probs = s.val_probs(result)
-            guard = Guard(s.val_accuracy(start), accuracy(probs, s.val.labels),
+            guard = Guard(float(s.val_accuracy(start)), accuracy(probs, s.val.labels),
                           problems_of(probs, s.val.labels, history))
             self.guards[key] = guard
             return result if guard.kept == "result" else start

@@ -3,7 +3,8 @@
 Costs are counted in item passes (forward + backward of one item) and priced at the first epoch's
 rate: pretraining an item is two passes (two views); a classifier step on an item is one (its step
 count comes from the budget itself, `Budget.steps`); distillation one and a half (the teacher's forward
-is about half a pass); consistency training (semi) two (the strong view's pass and the weak view's); reading an item without gradients (validation, test,
+is about half a pass); consistency training (semi) one and a half (the strong view's pass, the weak view's forward, the
+labelled items' weak pass); reading an item without gradients (validation, test,
 features) a third. The
 choices train every candidate of their grids on each fraction's first draw; the other draws train one
 model a column.
@@ -21,7 +22,7 @@ from contrastive.pipeline.config import PipelineConfig, draws_for
 
 FORWARD = 1 / 3  # an item read without gradients, in passes
 DISTILL = 1.5  # an item of a distillation step: the student's pass and the teacher's forward
-SEMI = 2.0  # an item of a consistency step: the strong view's pass and the weak view's (the labelled term's gradient)
+SEMI = 1.5  # an item of a consistency step: the strong view's pass, the weak view's forward, a labelled item's pass
 NETWORK_COLUMNS = 5  # supervised, linear, finetune, semi, distill: each read on validation and on test, every draw
 
 
@@ -52,7 +53,8 @@ def fraction_passes(cfg: PipelineConfig, fraction: float, draws: int, sizes: Siz
     semi = draws if sizes.semi else 0
     semi_items = sizes.train + labeled * math.ceil(sizes.train / (cfg.semi_ratio * labeled))
     passes = (supervised * fit_passes(cfg.supervised, labeled) + finetune * fit_passes(cfg.finetune, labeled)
-              + distill * DISTILL * fit_passes(cfg.distill, sizes.train) + semi * SEMI * fit_passes(cfg.semi, semi_items))
+              + distill * DISTILL * fit_passes(cfg.distill, sizes.train)
+              + semi * SEMI * fit_passes(cfg.semi, semi_items))
     scored = supervised + finetune + 2 * distill + 2 * semi + draws * NETWORK_COLUMNS  # models read on validation
     val = validation_read(cfg, labeled, sizes.val)
     return passes + FORWARD * (scored * val + draws * NETWORK_COLUMNS * sizes.test + draws * labeled)

@@ -179,6 +179,19 @@ class Protocol:
 
 
 @dataclass(frozen=True)
+class NetworkCost:
+    """A network the pipeline ships: its backbone, its parameter count, and the wall seconds it took to predict
+    the test split (the best of a few runs, measured side by side with the other networks)."""
+
+    backbone: str
+    parameters: int
+    test_seconds: float
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class Results:
     dataset: str
     method: str
@@ -187,6 +200,8 @@ class Results:
     knn: KnnScores | None
     protocol: Protocol | None
     rows: dict[str, Row]  # key: the fraction as written in results.json ("0.01")
+    # The first fraction's first draw: "teacher" (the network the distillation teacher is built on) and "student".
+    networks: dict[str, NetworkCost] = field(default_factory=dict)
 
     @property
     def knn_top1(self) -> float | None:
@@ -205,7 +220,8 @@ class Results:
         return {"dataset": self.dataset, "method": self.method, "backbone": self.backbone, "student": self.student,
                 "knn_top1": self.knn_top1, "knn": None if self.knn is None else self.knn.to_json(),
                 "protocol": None if self.protocol is None else self.protocol.to_json(),
-                "label_fractions": {key: row.to_json() for key, row in self.rows.items()}}
+                "label_fractions": {key: row.to_json() for key, row in self.rows.items()},
+                **({"networks": {k: v.to_json() for k, v in self.networks.items()}} if self.networks else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "Results":
@@ -214,4 +230,5 @@ class Results:
         return cls(d.get("dataset", "?"), d.get("method", "?"), d.get("backbone", "?"), d.get("student", "?"),
                    KnnScores(**knn) if knn else None,
                    Protocol(**d["protocol"]) if d.get("protocol") else None,
-                   {key: Row.from_json(key, row) for key, row in d.get("label_fractions", {}).items()})
+                   {key: Row.from_json(key, row) for key, row in d.get("label_fractions", {}).items()},
+                   {k: NetworkCost(**v) for k, v in d.get("networks", {}).items()})

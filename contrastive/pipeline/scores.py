@@ -1,6 +1,7 @@
 """Scoring the columns: validation accuracy for the log and the choices, and the test numbers, read once.
 
-`final_scores` and `final_knn` are the only readers of the test split (tests/test_pipeline.py checks it).
+`final_scores` and `final_knn` are the only readers of the test split that score it (tests/test_pipeline.py
+checks it); `network_costs` times the shipped networks on it and keeps no score.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import torch
 from contrastive.config import KnnConfig
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.knn import encoder_knn_accuracy, knn_accuracy
-from contrastive.pipeline.fits import Predictor, accuracy
-from contrastive.pipeline.results import BINARY_METRICS, PRETRAINED_COLUMNS, Cell, KnnScores
+from contrastive.pipeline.fits import Predictor, accuracy, network_predictor
+from contrastive.pipeline.results import BINARY_METRICS, PRETRAINED_COLUMNS, Cell, KnnScores, NetworkCost
 
 
 def binary_scores(probs: np.ndarray, labels: torch.Tensor, positive: int) -> dict[str, float]:
@@ -54,6 +55,23 @@ def final_scores(per_draw: list[dict[str, Predictor]], test, positive: int | Non
                 values.setdefault(column, {}).setdefault(metric, []).append(v)
     return {column: Cell(tuple(v["values"]), *(tuple(v.get(m, ())) for m in BINARY_METRICS))
             for column, v in values.items()}
+
+
+def network_costs(networks: dict[str, tuple[str, torch.nn.Module]], test, reader, device,
+                  repeats: int = 3) -> dict[str, NetworkCost]:
+    """name -> (backbone, network): each one's parameter count and the seconds it takes to predict the test
+    split, the best of `repeats` rounds in which every network runs once in turn (a noisy machine slows
+    them alike). Only timed: no score of these runs is kept."""
+    import time
+
+    best = {name: float("inf") for name in networks}
+    for _ in range(repeats):
+        for name, (_, network) in networks.items():
+            t = time.perf_counter()
+            network_predictor(network, reader, device)(test)
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {name: NetworkCost(backbone, sum(p.numel() for p in network.parameters()), best[name])
+            for name, (backbone, network) in networks.items()}
 
 
 def raw_knn(modality, bank, queries, num_classes: int, k: int) -> float | None:

@@ -26,7 +26,7 @@ from contrastive.pipeline.config import PipelineConfig, draws_for, run_dir_for
 from contrastive.pipeline.fits import DrawFits, FrozenFeatures, Predictor, Stage, network_predictor
 from contrastive.pipeline.forecast import WallTimeForecast
 from contrastive.pipeline.results import Choices, Protocol, Results, Row
-from contrastive.pipeline.scores import final_knn, final_scores, raw_knn, validation_scores
+from contrastive.pipeline.scores import final_knn, final_scores, network_costs, raw_knn, validation_scores
 from contrastive.pipeline.guard import Guard
 from contrastive.protocol import capped_validation, label_draws, summary, validation_split
 from contrastive.run_state import data_record
@@ -75,6 +75,7 @@ class FractionFits:
     per_draw: list[dict[str, Predictor]]
     validation: dict[str, float]
     guards: list[dict[str, Guard]]
+    shipped: dict[str, object]  # the first draw's "teacher" (the network the teacher is built on) and "student"
 
     @property
     def labels_used(self) -> int:
@@ -181,7 +182,9 @@ def fraction_stage(cfg: PipelineConfig, pre: Pretrained, index: int, fraction: f
             log_time_left(choices, time.time() - t0, len(draws) - 1, fraction, log, stage.semi)
     save_first_draw(fits[0], choices, splits, fraction)
     validation = {c: summary([s[c] for s in val_scores])["mean"] for c in val_scores[0]}
-    return FractionFits(fraction, draws, len(stage.val), choices, per_draw, validation, guards)
+    shipped = {"teacher": fits[0].network(choices.distill_teacher, choices.finetune_lr),
+               "student": fits[0].chosen_student(choices)}
+    return FractionFits(fraction, draws, len(stage.val), choices, per_draw, validation, guards, shipped)
 
 
 def log_time_left(choices: Choices, seconds: float, draws_left: int, fraction: float, log, semi: bool) -> None:
@@ -217,4 +220,7 @@ def test_stage(cfg: PipelineConfig, pre: Pretrained, fractions: list[FractionFit
                     splits.device, stage.n_classes, result.config.knn)
     protocol = Protocol(cfg.validation, len(splits.train), len(splits.val), len(splits.test), result.knn_final,
                         pre.raw_knn_validation)
-    return Results(splits.data.name, cfg.pretrain.method, stage.backbone, stage.student, knn, protocol, rows)
+    shipped = fractions[0].shipped
+    networks = network_costs({"teacher": (stage.backbone, shipped["teacher"]),
+                              "student": (stage.student, shipped["student"])}, splits.test, stage.reader, splits.device)
+    return Results(splits.data.name, cfg.pretrain.method, stage.backbone, stage.student, knn, protocol, rows, networks)
