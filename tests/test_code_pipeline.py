@@ -104,6 +104,8 @@ def test_quick_pipeline_on_a_tiny_juliet_tree(tiny_juliet, tmp_path):
     row = results["label_fractions"]["0.1"]
     columns = {"supervised", "tfidf", "linear", "finetune", "distill"}
     assert columns <= set(row) and row["draws"] == 2
+    assert "semi" not in row and set(row["guards"]) == {"distill"}  # code has no strong view: no consistency stage
+    assert "semi" not in row["choices"]["distill_teacher_validation"]
     assert all(0.0 <= row[c] <= 1.0 and len(row["values"][c]) == 2 for c in columns)
     for metric in ("f1", "pr_auc"):  # over every column of the row, the baselines' included
         assert set(row[metric]) == set(row["values"]) and columns <= set(row[metric])

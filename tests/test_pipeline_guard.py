@@ -57,7 +57,7 @@ def guarded_draw(monkeypatch, n_val=10):
 
     monkeypatch.setattr(fits_module.Stage, "val_probs", probs)
     draw = fits_module.DrawFits.__new__(fits_module.DrawFits)
-    draw.stage, draw.models, draw.guards = stage, {}, {}
+    draw.stage, draw.models, draw.guards, draw.results = stage, {}, {}, {}
     return draw
 
 
@@ -76,6 +76,7 @@ def test_a_collapsed_student_is_caught_and_its_start_kept(monkeypatch):
     assert guard.problems == ("predicts class 0 for 100% of validation items",
                               "the loss did not fall (0.3 -> 0.5 over 2 passes)")
     assert draw._guarded(("distill", "x"), start, collapse) is start  # asked again: not trained again
+    assert draw.results[("distill", "x")].accuracy == 0.0  # what training made of it, for the choice of T and lr
 
 
 def test_a_student_that_improves_is_kept(monkeypatch):

@@ -66,12 +66,13 @@ def batches_per_epoch(n_items: int, batch_size: int) -> int:
 SUPERVISED = Budget()
 FINETUNE = Budget(lr=0.03)
 DISTILL = Budget(epochs=10, min_steps=0)  # 10 passes over all training items (4,000 digits: 160 steps)
-# Consistency training (contrastive.evaluate.semi) from the fine-tuned network, 5 passes over the training items at
+# Consistency training (contrastive.evaluate.semi) from the fine-tuned network, 4 passes over the training items at
 # FixMatch's lr of 0.03 (Sohn et al. 2020). On the digits' validation split at 1% (2 draws, fine-tuned 0.945;
 # benchmarks/results/semi_ablation.jsonl, threshold 0.95 unless named): lr 0.03 for 3 / 6 / 10 passes 0.951 / 0.959 /
 # 0.974, lr 0.1 for 6 passes 0.921, lr 0.01 for 15 passes 0.973; batches of 64 or 128 at lr 0.03 were worse (draw 1:
-# 0.875 / 0.925); threshold 0.8 for 5 / 8 passes 0.969 / 0.970. Each pass costs about one pretraining epoch.
-SEMI = Budget(epochs=5, min_steps=0, lr=0.03)
+# 0.875 / 0.925); threshold 0.8 for 5 / 8 passes 0.969 / 0.970. Each pass costs about one pretraining epoch: 4 passes
+# keep the default pipeline within 10 minutes on 2 cores (with 5 it took 10.2; BENCHMARKS.md).
+SEMI = Budget(epochs=4, min_steps=0, lr=0.03)
 
 
 def evaluate_accuracy(model: nn.Module, test, reader, device: torch.device | str = "cpu",

@@ -26,7 +26,7 @@ def choose(cfg: PipelineConfig, fits: DrawFits, log) -> Choices:
     teacher, teacher_scores = choose_teacher(cfg.distill_teacher, lambda name: score(fits.teacher(name, finetune_lr)),
                                              log, fits.stage.teachers)
     (temperature, factor), distill_scores = choose_distillation(
-        lambda t, f: score(fits.student(teacher, finetune_lr, t, f)), cfg.distill_temperatures,
+        lambda t, f: score(fits.trained_student(teacher, finetune_lr, t, f)), cfg.distill_temperatures,
         cfg.distill_lr_factors, log)
     return Choices(supervised_lr, supervised_scores, finetune_lr, finetune_scores, teacher, teacher_scores,
                    temperature, factor, distill_scores)

@@ -28,7 +28,12 @@ class PipelineConfig:
     pretrain: PretrainConfig = opt(default_factory=lambda: PretrainConfig(epochs=30, knn=KnnConfig(every=5)),
                                    cli=False)
     student: str | None = opt(None, "distillation student backbone; default the pretrained one (self-distillation, "
-                                     "SimCLRv2 sec. 2.3)")
+                                     "SimCLRv2 sec. 2.3); another one starts from random init, and the report gives "
+                                     "its size and test-split time beside its teacher's")
+    # A student of another backbone starts from random init: the `distill` command's 10 passes and half again.
+    student_epochs: int = opt(15, "distillation passes for a --student of another backbone (from random init; the "
+                                  "distill budget's epochs are for a student that starts as its teacher)",
+                              positive=True)
     fractions: tuple[float, ...] = opt((0.01, 0.1), "label fractions: SimCLRv2's 1% and 10% (add 1.0 for all labels)")
     draws: tuple[int, ...] = opt((5, 3), "label draws per fraction, in the order of --fractions (the last number "
                                          "repeats; all labels are one draw); columns are mean ± sd over draws")

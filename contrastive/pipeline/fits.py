@@ -106,6 +106,7 @@ class DrawFits:
         self.labeled = stage.train.subset(idx)
         self.models: dict[tuple, object] = {}
         self.guards: dict[tuple, Guard] = {}  # a guarded model's key -> its start and result on validation
+        self.results: dict[tuple, object] = {}  # a guarded model's key -> what training made of it, kept or not
 
     def _once(self, key: tuple, make: Callable[[], object]):
         if key not in self.models:
@@ -186,6 +187,12 @@ class DrawFits:
 
         return self._guarded(("distill", teacher, finetune_lr, temperature, lr_factor), start, train)
 
+    def trained_student(self, teacher: str, finetune_lr: float, temperature: float, lr_factor: float):
+        """The student as its training left it, kept or not: what the choice of T and lr compares (two
+        collapsed candidates would both be replaced by their common start, and tie)."""
+        self.student(teacher, finetune_lr, temperature, lr_factor)
+        return self.results[("distill", teacher, finetune_lr, temperature, lr_factor)]
+
     def chosen_student(self, choices) -> object:
         """The student of a fraction's Choices (contrastive.pipeline.results.Choices)."""
         return self.student(*student_key(choices))
@@ -209,7 +216,7 @@ class DrawFits:
             probs = s.val_probs(result)
             guard = Guard(float(s.val_accuracy(start)), accuracy(probs, s.val.labels),
                           problems_of(probs, s.val.labels, history))
-            self.guards[key] = guard
+            self.guards[key], self.results[key] = guard, result
             return result if guard.kept == "result" else start
 
         return self._once(key, make)
@@ -227,11 +234,12 @@ def student_for(cfg: PipelineConfig, pretrained, reader, student_name: str, n_cl
     the student starts from the pretrained encoder (a new linear layer) and trains at the learning rate
     fine-tuning chose on validation: the distill budget's lr (0.1, for random init) wrecked the pretrained
     features on the digits (validation 0.79 against its 0.92 teacher). Else a random network of
-    `student_name` at the distill budget's lr."""
+    `student_name` at the distill budget's lr for cfg.student_epochs passes."""
     same = student_name == pretrained.record["backbone"]
     if cfg.distill_init == "teacher" and same and network is not None:
         return copy.deepcopy(network), dataclasses.replace(cfg.distill, lr=finetune_lr)
     if cfg.distill_init in ("teacher", "pretrained") and same:
         student = classifier_from(pretrained, n_classes, from_head_layer=True, seed=seed + 1)
         return student, dataclasses.replace(cfg.distill, lr=finetune_lr)
-    return random_classifier(reader, student_name, n_classes, seed=seed + 1), cfg.distill
+    return (random_classifier(reader, student_name, n_classes, seed=seed + 1),
+            dataclasses.replace(cfg.distill, epochs=cfg.student_epochs))

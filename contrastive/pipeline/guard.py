@@ -39,7 +39,7 @@ class Guard:
     def describe(self, name: str) -> str:
         """'semi kept its start: validation 0.9500 -> 0.1000 (predicts class 3 for 98% of validation items)'."""
         why = f" ({'; '.join(self.problems)})" if self.problems else ""
-        verb = "improved on" if self.kept == "result" else "fell below"
+        verb = "improved on" if self.result > self.start else "matched" if self.result == self.start else "fell below"
         kept = "" if self.kept == "result" else "; its start is kept"
         return f"{name} {verb} its start on validation: {self.start:.4f} -> {self.result:.4f}{why}{kept}"
 
