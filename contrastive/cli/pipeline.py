@@ -23,7 +23,7 @@ def fractions_text(fractions: tuple[float, ...]) -> str:
 
 
 def add_parser(sub) -> None:
-    p = add_command(sub, "pipeline", "the main job: pretrain -> kNN -> supervised / linear / finetune / distill at "
+    p = add_command(sub, "pipeline", "the main job: pretrain -> kNN -> supervised / linear / finetune / semi / distill at "
                                      f"{fractions_text(DEFAULTS.fractions)} labels -> report")
     add_pretrain_flags(p, exclude=("out", "resume"), base=DEFAULTS.pretrain)
     add_fields(p.add_argument_group("the few-label stages"), PipelineConfig, exclude=("pretrain",))

@@ -97,10 +97,11 @@ def consistency_train(model: nn.Module, pool, labeled_idx: torch.Tensor, reader,
                       device: torch.device | str = "cpu", history: list | None = None, log=None) -> MaskStats:
     """Train `model` (in place) with FixMatch on `pool` (every training item; `labeled_idx` the labelled
     ones). Returns how many unlabelled reads passed the threshold. The budget's epochs count passes over
-    the pool and its labelled copies."""
+    the pool and its labelled copies; its `augment` says whether the weak view is the classifier's light
+    crop (FixMatch's weak augmentation) or the untouched item."""
     items = fixmatch_items(pool, labeled_idx, ratio)
     stats = MaskStats()
-    views = paired(reader.classifier_views(items, "strong"), reader.classifier_views(items, True))
+    views = paired(reader.classifier_views(items, "strong"), reader.classifier_views(items, budget.augment))
     fit_classifier(model, items, None, reader, loss_fn=fixmatch_objective(model, threshold, weight, stats),
                    views=views, device=device, seed=seed, history=history, log=log, **budget.kwargs())
     return stats
