@@ -98,19 +98,16 @@ def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epoch
                    views=None, history: list | None = None, log=None) -> float | None:
     """Train `model` on `train`; return its test accuracy (None without a test set).
 
-    SGD with momentum 0.9 and a cosine schedule from `lr` to 0 (no warm-up), weight decay
-    on weights only. Steps: max(epochs * ceil(N / batch_size), min_steps), cycling through
-    the data as often as needed. The batches of an epoch are made nearly equal in size
-    (4,000 items at batch_size 256: 16 batches of 250), so no batch is a lone item that
-    BatchNorm cannot normalise. `loss_fn(logits, labels, inputs) -> loss` defaults to
-    cross-entropy; `inputs` is the augmented batch on the device. `views` (contrastive.batches.Views)
-    replaces the modality's classifier views (`augment`): the model trains on the first view of each
-    item and `loss_fn` gets the last (with one view, the same tensor; distillation passes a second
-    view, the one its teacher reads). `history`, when given, gets each pass's mean loss appended
-    (the pipeline reads it to name a loss that stopped falling). The order of items and
-    the augmentations derive from `seed`; the caller's random state is left as it was.
-    `reader` (contrastive.modality.Reader) says how the model reads the items. The model is
-    left on `device`, in eval mode.
+    SGD with momentum 0.9 and a cosine schedule from `lr` to 0 (no warm-up), weight decay on weights only.
+    Steps: `Budget.steps`, cycling through the data as often as needed, in batches of nearly equal size
+    (`Budget.batch`), so no batch is a lone item that BatchNorm cannot normalise. `loss_fn(logits, labels,
+    inputs) -> loss` defaults to cross-entropy; `inputs` is the augmented batch on the device. `views`
+    (contrastive.batches.Views) replaces the modality's classifier views (`augment`): the model trains on the
+    first view of each item and `loss_fn` gets the last (with one view, the same tensor; distillation passes
+    its teacher's view, consistency training the weak view). `history`, when given, gets each pass's mean
+    loss (the pipeline names a loss that stopped falling). The order of items and the augmentations derive
+    from `seed`; the caller's random state is left as it was. `reader` (contrastive.modality.Reader) says how
+    the model reads the items. The model is left on `device`, in eval mode.
     """
     if len(train) == 0:
         raise ContrastiveError("no training items to fit the classifier on; check the label fraction and the data")
