@@ -166,6 +166,12 @@ class Modality(abc.ABC):
     # (the pipeline's `semi` column, FixMatch) reads both. False by default.
     strong_views: bool = False
 
+    def groups(self, dataset) -> list[str] | None:
+        """Each item's group, where items come in families that must stay on one side of every split (Juliet:
+        the flaw variant, whose flow variants differ only in control flow) and that pretraining may pack into
+        one batch; None (the default): every item is its own."""
+        return None
+
     @property
     def baselines(self) -> dict:
         """name -> fn(labeled, pool, queries, num_classes, seed) -> class probabilities (len(queries), C):

@@ -154,6 +154,11 @@ class CodeModality(Modality):
         return Views(lambda item: [item[0]], lambda items, g: trimmed([items[:, 0]]))
 
     @staticmethod
+    def groups(dataset) -> list[str]:
+        """The unit of the split: a Juliet function's flaw variant, a tree's file, a record (contrastive.code.data)."""
+        return list(dataset.groups)
+
+    @staticmethod
     def colourings(dataset) -> dict:
         """The report's extra t-SNE colourings: the test case's CWE and vulnerable / fixed (issue 14;
         contrastive.code.juliet.colourings)."""
