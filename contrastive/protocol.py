@@ -1,13 +1,14 @@
 """The evaluation protocol: a validation split for every choice, several label draws, mean ± sd.
 
-Nothing here looks at items, only at labels and lengths. The pipeline carves the validation
-split out of the training data once, chooses everything (learning rates, epochs, k, ...) on it,
-and reads the test split only for the final numbers.
+Nothing here looks at items, only at labels, lengths and the names of the groups items belong to.
+The pipeline carves the validation split out of the training data once, chooses everything
+(learning rates, epochs, k, ...) on it, and reads the test split only for the final numbers.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import torch
 
@@ -15,22 +16,71 @@ from contrastive.errors import ContrastiveError
 from contrastive.subsets import balanced_subset
 
 
-def validation_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_split(labels: torch.Tensor, fraction: float, seed: int,
+                     groups: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, validation indices), both sorted int64: a class-balanced `fraction` of every
-    class goes to validation (at least one item of a class with two or more), the rest stays."""
+    class goes to validation (at least one item of a class with two or more), the rest stays. With
+    `groups` (a name per item, e.g. a Juliet flaw variant) whole groups go instead (group_validation),
+    so near-identical members of one group never sit on both sides."""
     if not 0 < fraction < 1:
         raise ContrastiveError(f"validation fraction must be in (0, 1), got {fraction}; pass e.g. 0.1")
     labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+    if groups is None:
+        val_idx = balanced_validation(labels, fraction, seed)
+    else:
+        val_idx = group_validation(labels, fraction, seed, groups)
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[val_idx] = False
+    return torch.nonzero(mask).flatten(), val_idx
+
+
+def balanced_validation(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted int64 indices: `fraction` of every class drawn with `seed`, at least one, never all of a class."""
     generator = torch.Generator().manual_seed(seed)
     val = []
     for c in torch.unique(labels).tolist():
         members = torch.nonzero(labels == c).flatten()
         keep = min(len(members) - 1, max(1, round(fraction * len(members))))
         val.append(members[torch.randperm(len(members), generator=generator)[:keep]])
-    val_idx = torch.sort(torch.cat(val)).values if val else torch.zeros(0, dtype=torch.int64)
-    mask = torch.ones(len(labels), dtype=torch.bool)
-    mask[val_idx] = False
-    return torch.nonzero(mask).flatten(), val_idx
+    return torch.sort(torch.cat(val)).values if val else torch.zeros(0, dtype=torch.int64)
+
+
+def group_validation(labels: torch.Tensor, fraction: float, seed: int, groups: list[str]) -> torch.Tensor:
+    """Sorted int64 indices of whole groups: the groups in a random order fixed by `seed` are taken until
+    `fraction` of the items are in (the last group taken overshoots by less than its size). A group is passed
+    over when it holds the last training items of a class, so training keeps every class. Then each class
+    validation lacks gets the first group in that order that holds it and may go: validation then holds
+    every class held by two groups or more, and may exceed the fraction by those groups. A class that one
+    group alone holds stays in training only (it cannot be on both sides)."""
+    if len(groups) != len(labels):
+        raise ContrastiveError(f"validation groups must name one group per item: {len(groups)} names for "
+                               f"{len(labels)} labels")
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(str(g), []).append(i)
+    names = sorted(members)
+    order = [names[i] for i in torch.randperm(len(names), generator=torch.Generator().manual_seed(seed)).tolist()]
+    values = labels.tolist()
+    counts = {g: Counter(values[i] for i in members[g]) for g in names}
+    left, taken, size = Counter(values), set(), 0  # training items per class, groups taken, items taken
+
+    def take(g: str) -> bool:
+        if any(left[c] <= k for c, k in counts[g].items()):
+            return False
+        left.subtract(counts[g])
+        taken.add(g)
+        return True
+
+    target = max(1, round(fraction * len(values)))
+    for g in order:
+        if size >= target:
+            break
+        size += len(members[g]) if take(g) else 0
+    for c in sorted(set(values)):
+        if not any(c in counts[g] for g in taken):
+            next((g for g in order if g not in taken and c in counts[g] and take(g)), None)
+    val = sorted(i for g in taken for i in members[g])
+    return torch.tensor(val, dtype=torch.int64)
 
 
 def draw_seed(seed: int, draw: int) -> int:

@@ -1,23 +1,33 @@
 """The code modality's data: extraction and labels on made-up Juliet-like files, the label-leak
-checks, the split by test case, bad files counted and skipped (issue 14)."""
+checks, bad files counted and skipped (issue 14); the split by flaw variant, the parse cache and the
+functions' first lines (issue 24)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("tree_sitter_c")
 
-from contrastive.code.data import in_test, load_code  # noqa: E402
-from contrastive.code.juliet import case_of, label_of_name  # noqa: E402
+from contrastive.code.cache import CACHE_ENV, SourceCache  # noqa: E402
+from contrastive.code.data import CodeSet, Sample, cached_rows, in_test, load_code  # noqa: E402
+from contrastive.code.extract import read_functions  # noqa: E402
+from contrastive.code.juliet import case_of, label_of_name, variant_of  # noqa: E402
 from contrastive.code.normalise import LABEL_WORDS, carries_label  # noqa: E402
 from contrastive.code.transforms import tokens_of  # noqa: E402
 
 CWE = "CWE121_Stack_Based_Buffer_Overflow"
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Every test parses into a cache of its own, never the user's ~/.cache."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
 
 SINGLE = """/* TEMPLATE GENERATED TESTCASE FILE
  * @description POTENTIAL FLAW: copies too much */
@@ -231,15 +241,42 @@ def test_names_are_renamed_consistently_and_library_calls_and_format_strings_kep
     assert "strcpy" in flawed and '"STR"' in flawed and "printLine" in flawed
 
 
-def test_the_split_never_puts_one_test_case_in_both(tmp_path):
-    extra = {f"testcases/CWE190_X/CWE190_X__t_{n:02d}{part}.c":
-             f"void CWE190_X__t_{n:02d}_bad{part}() {{ int a = {n}; a = a + {n}{part and 1}; }}\n"
-             f"static void goodG2B{part}() {{ int b = {n}; b = b - {n}; }}\n"
-             for n in range(40) for part in ("a", "b")}
-    data, _ = load(write_tree(tmp_path, extra))
+def test_flaw_variants_are_test_cases_without_their_flow_number():
+    fgets = f"{CWE}__CWE129_fgets"
+    for name in (f"{fgets}_01.c", f"{fgets}_22a.c", f"{fgets}_22b.c", f"{fgets}_81_bad.cpp",
+                 f"{fgets}_81_goodG2B.cpp", f"{fgets}_84a.cpp"):
+        assert variant_of(case_of(name)[0]) == fgets, name
+    assert variant_of("CWE190_Integer_Overflow__char_fscanf_add_01") == "CWE190_Integer_Overflow__char_fscanf_add"
+
+
+def flows_tree(root):
+    """40 flaw variants, each in flows 01 and 02 and in a flow 22 split over files a and b."""
+    extra = {}
+    for n in range(40):
+        for flow in ("01", "02"):
+            extra[f"testcases/CWE190_X/CWE190_X__t{n}_{flow}.c"] = (
+                f"void CWE190_X__t{n}_{flow}_bad() {{ int a = {n}; a = a + {flow}; }}\n"
+                f"static void goodG2B() {{ int b = {n}; b = b - {flow}; }}\n")
+        for part in ("a", "b"):
+            extra[f"testcases/CWE190_X/CWE190_X__t{n}_22{part}.c"] = \
+                f"void CWE190_X__t{n}_22_bad{part}() {{ long c = {n}; c = c * {7 if part == 'a' else 71}; }}\n"
+    return write_tree(root, extra)
+
+
+def test_the_split_keeps_every_flow_variant_of_a_flaw_on_one_side(tmp_path):
+    data, _ = load(flows_tree(tmp_path))
     train, test = set(data.train.groups), set(data.test.groups)
     assert train and test and not train & test
     assert all(in_test(g) for g in test) and not any(in_test(g) for g in train)
+    side = {}  # flaw variant read off the file name -> the splits its functions are in
+    for split, i in every_item(data):
+        stem = os.path.basename(split.ids[i].split(":")[0])
+        side.setdefault(variant_of(case_of(stem)[0]), set()).add("test" if split is data.test else "train")
+        assert split.groups[i] == variant_of(case_of(stem)[0])
+    assert all(len(s) == 1 for s in side.values())
+    files = {os.path.basename(split.ids[i].split(":")[0]) for split, i in every_item(data)
+             if split.groups[i] == "CWE190_X__t3"}
+    assert files == {f"CWE190_X__t3_{f}.c" for f in ("01", "02", "22a", "22b")}  # siblings and both parts
     again, _ = load(tmp_path)
     assert again.test.groups == data.test.groups  # seeded and fixed
 
@@ -264,8 +301,8 @@ def test_long_functions_are_truncated_and_counted(tmp_path):
 
 
 def test_vocabulary_comes_from_the_training_split_only(tmp_path):
-    extra = {f"testcases/CWE190_X/CWE190_X__t_{n:02d}.c":
-             f"void CWE190_X__t_{n:02d}_bad() {{ int a = {1000 + n}; a = a + {1000 + n}; }}\n" for n in range(40)}
+    extra = {f"testcases/CWE190_X/CWE190_X__t{n:02d}_01.c":
+             f"void CWE190_X__t{n:02d}_01_bad() {{ int a = {1000 + n}; a = a + {1000 + n}; }}\n" for n in range(40)}
     data, _ = load(write_tree(tmp_path, extra))
     test_only = {str(1000 + int(g[-2:])) for g in data.test.groups if g.startswith("CWE190")}
     assert test_only and not test_only & set(data.vocab)
@@ -323,3 +360,88 @@ def test_no_leak_in_real_juliet_functions():
         assert split.groups[i].split("__")[0].lower() not in split.texts[i].lower()
         tokens = [data.vocab[t] for row in split.tokens[i] for t in row.tolist() if t]
         assert not any(carries_label(t) for t in tokens)
+
+
+# --- the cache of parsed files and drawn variants (issue 24) ---------------------------------------
+
+def all_texts(data) -> list[str]:
+    return [split.texts[i] for split, i in every_item(data)]
+
+
+def test_a_changed_file_is_parsed_again_and_an_unchanged_load_parses_nothing(tmp_path, monkeypatch):
+    import contrastive.code.parse as parse_module
+
+    root = write_tree(tmp_path / "tree")
+    first, _ = load(root)
+    assert not any("memcpy" in t for t in all_texts(first))
+    target = root / f"testcases/{CWE}/s01/{CWE}__char_cpy_01.c"
+    target.write_text(SINGLE.replace('strcpy(data, "AAAAAAAAAAAAAAAAAAAA");', "memcpy(data, data + 1, 20);"))
+    second, _ = load(root)
+    texts = all_texts(second)
+    assert any("memcpy" in t for t in texts) and not any("strcpy" in t for t in texts)
+
+    tables = sorted(Path(os.environ[CACHE_ENV]).rglob("*.json"))
+    assert tables  # the shards the two loads wrote
+    written = {p: p.stat().st_mtime_ns for p in tables}
+
+    def no_parsing(language):
+        raise AssertionError("parsed although every file and variant was cached")
+
+    monkeypatch.setattr(parse_module, "parser", no_parsing)
+    third, _ = load(root)  # neither the files nor the variants (tokens_of parses) are parsed again
+    assert all_texts(third) == texts and torch.equal(third.train.tokens, second.train.tokens)
+    assert torch.equal(third.test.tokens, second.test.tokens) and third.train.ids == second.train.ids
+    assert {p: p.stat().st_mtime_ns for p in tables} == written  # nothing new: nothing rewritten
+
+
+def test_variants_are_seeded_by_the_function_text_not_its_place(tmp_path):
+    sample = Sample("void FUNC_1 ( ) { int VAR_1 = 1 ; int VAR_2 = 2 ; VAR_1 = VAR_1 + VAR_2 ; }",
+                    tuple("void FUNC_1 ( ) { int VAR_1 = 1 ; int VAR_2 = 2 ; VAR_1 = VAR_1 + VAR_2 ; }".split()),
+                    "c", "g", None)
+    rows = cached_rows(sample, 6, SourceCache(tmp_path / "a"))
+    assert len(rows) == 6 and rows[0] == list(sample.tokens) and any(r != rows[0] for r in rows[1:])
+    assert cached_rows(sample, 6, SourceCache(tmp_path / "b")) == rows  # a fresh cache draws them alike
+    other = Sample(sample.text.replace("2 ;", "3 ;"), sample.tokens, "c", "g", None)
+    assert cached_rows(other, 6, SourceCache(tmp_path / "c"))[1:] != rows[1:]
+
+
+def test_a_cache_folder_that_cannot_be_written_is_reported_and_the_load_goes_on(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV, str(blocker / "cache"))
+    data, lines = load(write_tree(tmp_path / "tree"))
+    assert len(data.train) + len(data.test) == 9
+    assert any(line.startswith("code cache not saved") and CACHE_ENV in line for line in lines)
+
+
+# --- the first line of each function (issue 24: `contrastive predict` names it) ---------------------
+
+LINES = """/* a comment */
+#include <stdio.h>
+
+static int
+CWE121_x__lines_01_bad(int a,
+                       int b)
+{
+    return a + b;
+}
+#ifndef OMITGOOD
+void goodG2B(void) { printf("%d\\n", 1); }
+#endif
+"""
+
+
+def test_each_function_knows_its_first_line_and_the_sets_keep_it(tmp_path):
+    path = tmp_path / "testcases" / "CWE121_x" / "CWE121_x__lines_01.c"
+    path.parent.mkdir(parents=True)
+    path.write_text(LINES)
+    functions, reason = read_functions(str(path))
+    assert reason is None and [(f.name, f.line) for f in functions] == [("CWE121_x__lines_01_bad", 4),
+                                                                         ("goodG2B", 11)]
+    data, _ = load(tmp_path)
+    split = data.train if len(data.train) else data.test
+    got = {i.rsplit(":", 1)[1]: line for i, line in zip(split.ids, split.lines)}
+    assert got == {"CWE121_x__lines_01_bad": 4, "goodG2B": 11}
+    first = split.ids.index("testcases/CWE121_x/CWE121_x__lines_01.c:goodG2B")
+    assert split.subset([first]).lines == [11] and split.with_labels(split.labels).lines == split.lines
+    assert CodeSet(split.tokens, split.labels).lines == [0] * len(split)  # not given: unknown

@@ -18,7 +18,7 @@ CWES = {121: "Stack_Based_Buffer_Overflow", 190: "Integer_Overflow", 476: "NULL_
 
 def case(cwe: int, n: int) -> tuple[str, str]:
     """One test case: a flawed function (a buffer of n too small for its loop) and two fixed ones."""
-    name = f"CWE{cwe}_{CWES[cwe]}__loop_{n:02d}"
+    name = f"CWE{cwe}_{CWES[cwe]}__loop{n:02d}_01"  # its own flaw variant (flow 01)
     text = f"""#include "std_testcase.h"
 #ifndef OMITBAD
 void {name}_bad()
@@ -100,7 +100,7 @@ def test_quick_pipeline_on_a_tiny_juliet_tree(tiny_juliet, tmp_path):
     assert main(["pipeline", "--quick", "--data", f"juliet:{tiny_juliet}", "--task", "vulnerable", "--variants", "2",
           "--fractions", "0.1", "--batch-size", "32", "--tsne", "--out", str(out)]) in (0, None)
     results = json.loads((out / "results.json").read_text())
-    assert results["backbone"] == "cnn"
+    assert results["backbone"] == "bag"  # the CPU default for code
     row = results["label_fractions"]["0.1"]
     columns = {"supervised", "tfidf", "linear", "finetune", "distill"}
     assert columns <= set(row) and row["draws"] == 2

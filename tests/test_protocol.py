@@ -110,3 +110,44 @@ def test_a_tie_on_validation_goes_to_the_higher_likelihood_then_to_the_first():
     assert best_on_validation({"a": 0.5, "b": 0.5}) == "a"  # plain floats: the first
     assert float(tied["semi"]) == 1.0 and json.loads(json.dumps(tied)) == {"finetune": 1.0, "semi": 1.0,
                                                                               "worse": 0.975}
+
+
+# --- the validation split by group (issue 24: Juliet's flow variants of one flaw are near-twins) -----------
+
+GROUPS = [f"flaw{i % 57}" for i in range(400)]  # 57 groups of 7 or 8 items, each mixing classes
+
+
+def test_a_group_aware_validation_split_keeps_every_group_on_one_side():
+    train, val = validation_split(LABELS, 0.2, seed=0, groups=GROUPS)
+    assert sorted(train.tolist() + val.tolist()) == list(range(400))
+    assert not {GROUPS[i] for i in train.tolist()} & {GROUPS[i] for i in val.tolist()}
+    assert abs(len(val) - 80) <= 8  # the fraction, overshot by less than one group (8 items)
+    assert set(LABELS[val].tolist()) == set(range(10)) and set(LABELS[train].tolist()) == set(range(10))
+    assert torch.equal(validation_split(LABELS, 0.2, seed=0, groups=GROUPS)[1], val)
+    assert not torch.equal(validation_split(LABELS, 0.2, seed=1, groups=GROUPS)[1], val)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.3])
+def test_with_one_item_per_group_the_validation_size_is_the_fraction(fraction):
+    by_item = [str(i) for i in range(400)]
+    val = validation_split(LABELS, fraction, seed=0, groups=by_item)[1]
+    assert round(fraction * 400) <= len(val) <= round(fraction * 400) + 10  # + a group per missing class
+    assert set(LABELS[val].tolist()) == set(range(10))
+
+
+def test_a_class_the_random_groups_missed_is_brought_in_and_training_keeps_every_class():
+    # 20 large groups of class 0 and two small ones of class 1: the first groups drawn reach the fraction
+    # alone, so validation would hold no class 1 until one of its groups is added.
+    labels = torch.tensor([0] * 200 + [1] * 4)
+    groups = [f"zero{i // 10}" for i in range(200)] + ["one_a", "one_a", "one_b", "one_b"]
+    for seed in range(5):
+        train, val = validation_split(labels, 0.1, seed, groups=groups)
+        assert set(labels[val].tolist()) == {0, 1} and set(labels[train].tolist()) == {0, 1}
+        assert {groups[i] for i in val.tolist() if labels[i] == 1} in ({"one_a"}, {"one_b"})
+    alone = validation_split(labels[:202], 0.1, 0, groups=groups[:202])  # class 1 in one group only
+    assert set(labels[alone[0]].tolist()) == {0, 1} and set(labels[alone[1]].tolist()) == {0}
+
+
+def test_groups_must_name_every_item():
+    with pytest.raises(ContrastiveError, match="one group per item"):
+        validation_split(LABELS, 0.1, seed=0, groups=GROUPS[:-1])

@@ -22,6 +22,7 @@ class Function:
     tokens: tuple[str, ...]
     language: str  # "c" or "cpp": the grammar that parses `text`
     path: str = ""
+    line: int = 0  # 1-based line of the definition's first line (its specifiers) in `path`; 0 when unknown
 
 
 def language_of(path: str) -> str | None:
@@ -54,7 +55,7 @@ def functions_of(source: bytes, language: str, path: str = "") -> tuple[list[Fun
     found = []
     for node in function_nodes(root):
         text, tokens = normalise(node, source)
-        found.append(Function(function_name(node), text, tuple(tokens), language, path))
+        found.append(Function(function_name(node), text, tuple(tokens), language, path, node.start_point[0] + 1))
     return found, None
 
 
@@ -79,6 +80,7 @@ def snippet_function(code: str, path: str = "") -> tuple[Function | None, str | 
         if not has_error(root):
             nodes = function_nodes(root)
             name = function_name(nodes[0]) if nodes else ""
+            line = nodes[0].start_point[0] + 1 if nodes else 1
             text, tokens = normalise(root, source)
-            return Function(name, text, tuple(tokens), language, path), None
+            return Function(name, text, tuple(tokens), language, path, line), None
     return None, "does not parse"

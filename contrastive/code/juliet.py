@@ -3,10 +3,14 @@
     juliet-c/testcases/CWE<id>_<name>/[sNN/]CWE<id>_<name>__<variant>_<flow>[a-e|_bad|_goodG2B|...].c|.cpp
 
 A test case is one flaw variant and flow: CWE121_..._CWE129_fgets_22 is held by its files
-..._22a.c and ..._22b.c together. Labels come from function names, which are then erased:
-a name holding "bad" is flawed (vulnerable), one holding "good" is fixed (goodG2B, goodB2GSink,
-good1, ...). The dispatcher `..._good()` only calls the good variants and is left out, as are
-main() and helpers without a label (static flags such as staticTrue).
+..._22a.c and ..._22b.c together. Its flaw variant is the id without the flow number,
+CWE121_..._CWE129_fgets: the flow variants _01 ... _84 of one flaw differ only in the control
+flow around the same source and sink, so the train/test split keeps a flaw variant whole (issue 24).
+
+Labels come from function names, which are then erased: a name holding "bad" is flawed
+(vulnerable), one holding "good" is fixed (goodG2B, goodB2GSink, good1, ...). The dispatcher
+`..._good()` only calls the good variants and is left out, as are main() and helpers without a
+label (static flags such as staticTrue).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 from contrastive.code.extract import language_of
 
 CASE_OF_FILE = re.compile(r"^(CWE(\d+)_.+_\d+)(?:[a-z]|_bad|_good\w*)?$")
+FLOW_OF_CASE = re.compile(r"_\d+$")
 VULNERABLE, FIXED = "vulnerable", "fixed"
 
 
@@ -25,6 +30,11 @@ def case_of(path: str) -> tuple[str, int] | None:
     stem = os.path.splitext(os.path.basename(path))[0]
     match = CASE_OF_FILE.match(stem)
     return (match.group(1), int(match.group(2))) if match else None
+
+
+def variant_of(case: str) -> str:
+    """The flaw variant of a test-case id: CWE121_..__CWE129_fgets_22 -> CWE121_..__CWE129_fgets."""
+    return FLOW_OF_CASE.sub("", case)
 
 
 def label_of_name(name: str) -> str | None:
