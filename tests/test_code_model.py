@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from torch import nn
 
 pytest.importorskip("tree_sitter_c")
 
@@ -14,7 +15,7 @@ from contrastive.batches import ViewSpec  # noqa: E402
 from contrastive.code import CODE  # noqa: E402
 from contrastive.code.baselines import tfidf  # noqa: E402
 from contrastive.code.data import MASK, PAD, CodeSet, CodeSplits  # noqa: E402
-from contrastive.code.encoders import build_encoder  # noqa: E402
+from contrastive.code.encoders import TokenBag, build_encoder, ngram_ids  # noqa: E402
 from contrastive.code.normalise import normalise  # noqa: E402
 from contrastive.code.parse import has_error, parse  # noqa: E402
 from contrastive.code.transforms import (insert_dead_code, rename_placeholders, reorder_declarations,  # noqa: E402
@@ -113,7 +114,7 @@ def test_a_view_picks_among_the_variants_and_trims_padding():
     assert a.shape == (32, 5) and b.shape == (32, 3)
 
 
-@pytest.mark.parametrize("name", ["transformer", "cnn"])
+@pytest.mark.parametrize("name", ["transformer", "cnn", "bag"])
 def test_encoders_give_pooled_and_local_features_that_ignore_padding(name):
     torch.manual_seed(0)
     net, width = build_encoder(name, 50, 32)
@@ -136,7 +137,8 @@ def splits(n_train=48, n_test=16, length=24, seed=0) -> CodeSplits:
         tokens = torch.randint(8, 40, (n, 2, length), generator=g)
         tokens[:, :, length - 4:] = PAD
         tokens[labels == 1, :, 3:9] = 7
-        return CodeSet(tokens, labels)
+        texts = [" ".join(f"t{int(t)}" for t in row[0] if int(t) != PAD) for row in tokens]
+        return CodeSet(tokens, labels, texts=texts)
 
     vocab = ["<pad>", "<unk>", "<mask>"] + [f"t{i}" for i in range(3, 40)]
     return CodeSplits(name="tiny-code", train=make(n_train), test=make(n_test), num_classes=2,
@@ -161,13 +163,13 @@ def test_three_methods_take_steps_on_token_batches(tmp_path, method):
 
 def test_tfidf_baseline_returns_probabilities_for_every_class():
     data = splits()
-    labeled = data.train
-    probs = tfidf(labeled, data.train, data.test, data.num_classes, seed=0)
+    labeled, val = data.train.subset(torch.arange(32)), data.train.subset(torch.arange(32, 48))
+    probs = tfidf(labeled, data.train, val, data.num_classes, seed=0, positive=1)(data.test)
     assert probs.shape == (len(data.test), 2)
     assert abs(probs.sum(1) - 1).max() < 1e-6
     assert (probs.argmax(1) == data.test.labels.numpy()).mean() >= 0.9  # token 7 is easy for TF-IDF
     one_class = data.train.subset(torch.tensor([0, 2]))
-    assert (tfidf(one_class, data.train, data.test, 2, seed=0)[:, 0] == 1).all()
+    assert (tfidf(one_class, data.train, val, 2, seed=0)(data.test)[:, 0] == 1).all()
 
 
 def test_the_modality_claims_its_specs_and_refuses_what_makes_no_sense(tmp_path):
@@ -178,7 +180,7 @@ def test_the_modality_claims_its_specs_and_refuses_what_makes_no_sense(tmp_path)
     assert not CODE.draws  # no picture: `similar` says so instead of drawing
     with pytest.raises(ContrastiveError, match="functions cannot be drawn"):
         CODE.contact_sheet([], [], tmp_path / "sheet.png")
-    assert set(CODE.baselines) == {"tfidf"}
+    assert set(CODE.baselines) == {"tfidf", "tfidf_self_training"}
     inputs = CODE.encoder_inputs(splits(), CODE.resolve({}, splits()))
     example = CODE.example_input(inputs, 3)
     assert example.dtype == torch.int64 and example.shape == (3, 24) and int(example.max()) < len(inputs["vocab"])
@@ -236,3 +238,86 @@ def test_renaming_token_ids_is_a_consistent_one_to_one_map_within_each_kind():
     assert all(vocab[t].startswith("VAR_") for t in out[:, 1:3].flatten().tolist())
     assert all(vocab[t].startswith("FUNC_") for t in out[:, [0, 6]].flatten().tolist())
     assert len(set(out[:, 1].tolist())) > 1  # a fresh renaming per sequence
+
+
+def test_bag_ngram_ids_see_order_and_never_padding():
+    ids = ngram_ids(torch.tensor([[5, 6, 7, 0, 0], [6, 5, 7, 0, 0], [5, 6, 7, 9, 0]]), vocab_size=10, buckets=1000)
+    assert ids.shape == (3, 3, 5)
+    assert torch.equal(ids[0, 0], torch.tensor([5, 6, 7, 0, 0]))  # unigrams: the token ids themselves
+    assert (ids[:, 1:] >= 10).sum() > 0 and (ids[ids != 0] >= 5).all()
+    assert ids[0, 1, 1] != ids[1, 1, 1]  # "5 6" and "6 5"
+    assert ids[0, 2, 2] != ids[1, 2, 2]  # "5 6 7" and "6 5 7"
+    assert torch.equal(ids[0, :, :3], ids[2, :, :3])  # an n-gram's id depends on its tokens only
+    assert (ids[0, :, 3:] == PAD).all() and ids[0, 1, 0] == PAD and (ids[0, 2, :2] == PAD).all()  # no window
+    assert (ids[2, :, 3] > 0).all() and (ids[2, :, 4] == PAD).all()  # through padding or before the start
+
+
+def order_task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 1 holds the bigram "7 8", class 0 "8 7"; the rest is random filler (tokens 10..39) and padding."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    x = torch.randint(10, 40, (n, 24), generator=g)
+    x[:, 20:] = PAD
+    at = torch.randint(0, 18, (n,), generator=g)
+    rows = torch.arange(n)
+    x[rows, at], x[rows, at + 1] = torch.where(labels == 1, 7, 8), torch.where(labels == 1, 8, 7)
+    return x, labels
+
+
+@pytest.mark.parametrize("orders, learns", [(3, True), (1, False)])
+def test_the_bag_learns_a_task_only_bigrams_can_tell(orders, learns):
+    """Both classes hold the same tokens; only the order of two of them differs. The bag of uni-, bi- and
+    trigrams learns it and holds it on new sequences; a bag of unigrams can only memorise its training rows."""
+    torch.manual_seed(0)
+    net = nn.Sequential(TokenBag(40, width=32, embed_dim=16, buckets=2 ** 10, orders=orders), nn.Linear(32, 2))
+    x, y = order_task(256, seed=0)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.02, weight_decay=1e-3)  # decay: the filler is noise
+    losses = []
+    for _ in range(100):
+        loss = nn.functional.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    held_x, held_y = order_task(256, seed=10)
+    accuracy = (net.eval()(held_x).argmax(1) == held_y).float().mean().item()
+    assert losses[-1] < 0.5 * losses[0]  # both fit their training rows
+    assert (accuracy > 0.9) if learns else (accuracy < 0.65), accuracy  # chance: 0.5
+
+
+def test_the_bag_gives_local_features_to_deep_infomax():
+    from contrastive.methods.infomax import local_width
+
+    for name in ("bag", "cnn", "transformer"):
+        net, width = build_encoder(name, 50, 32)
+        assert local_width(net) == width
+
+
+def test_grouped_pretraining_batches_hold_whole_families(tmp_path):
+    """--batch-groups on code: 12 families of 4 functions, stored interleaved; with a batch of 16 every batch of
+    every epoch is four whole families (the labels here name the family, so the batches show it)."""
+    from helpers import tiny_config
+    from contrastive.callbacks import Callback
+    from contrastive.train import pretrain
+
+    data = splits()
+    family = torch.randperm(48, generator=torch.Generator().manual_seed(4)) % 12  # (48,), interleaved
+    data.train = CodeSet(data.train.tokens, family, groups=[f"case{f}" for f in family.tolist()])
+
+    class Batches(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def wrap_batches(self, run, epoch, produced):
+            for views, labels in produced:
+                self.seen.append(labels.tolist())
+                yield views, labels
+
+    cfg = tiny_config(tmp_path / "run", backbone="bag", epochs=2, knn_every=0, data="code:tiny", batch_groups=True)
+    recorder = Batches()
+    result = pretrain(cfg, data=data, log=lambda *a: None, callbacks=[recorder])
+    assert result.steps == 6 and len(recorder.seen) == 6
+    for labels in recorder.seen:
+        blocks = [labels[k:k + 4] for k in range(0, 16, 4)]
+        assert all(len(set(b)) == 1 for b in blocks) and len({b[0] for b in blocks}) == 4, labels
+    assert recorder.seen[:3] != recorder.seen[3:]  # another order of families in epoch 2

@@ -3,6 +3,7 @@
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -174,3 +175,85 @@ def test_labels_used_guards_and_networks_round_trip_through_results_json():
     assert "| 1% | 10 | 20 | 2 |" in format_table(back)
     assert "- 1% semi: below its start on validation on 1 of 2 draws" in "\n".join(guard_lines(back))
     assert "25% of teacher `b`'s 1,000" in networks_line(back)[0]
+
+
+class Scored:
+    """Made-up items: labels and the positive-class probability a column gives each."""
+
+    def __init__(self, labels, positive_probs):
+        self.labels = torch.tensor(labels)
+        self.probs = np.stack([1 - np.array(positive_probs), np.array(positive_probs)], axis=1)
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def test_f1_is_read_at_the_threshold_validation_chose_not_the_one_test_would():
+    from contrastive.pipeline.scores import best_threshold, final_scores, validation_thresholds
+
+    val = Scored([0, 0, 1, 1], [0.1, 0.3, 0.35, 0.9])  # F1 1 above 0.3: the midpoint of 0.3 and 0.35 taken
+    test = Scored([0, 0, 1, 1], [0.2, 0.5, 0.6, 0.7])  # F1 1 above 0.5; at 0.325 item 2 is a false positive
+    column = {"made_up": lambda items: items.probs}
+    thresholds = validation_thresholds({"made_up": val.probs}, val.labels, positive=1)
+    assert thresholds == {"made_up": pytest.approx(0.325)}
+    assert best_threshold(test.probs[:, 1], test.labels.numpy() == 1) == pytest.approx(0.55)  # test's own pick
+    cells, share = final_scores([column], test, 1, [thresholds])
+    assert cells["made_up"].thresholds == (pytest.approx(0.325),)
+    assert cells["made_up"].f1 == (pytest.approx(0.8),)  # 2 true positives, 1 false: 2 * 2 / (2 * 2 + 1)
+    assert cells["made_up"].pr_auc == (pytest.approx(1.0),) and share == 0.5
+    assert best_threshold(np.array([0.2, 0.7]), np.array([False, False])) == 0.5  # no positive: no choice
+    assert best_threshold(np.array([0.2, 0.7]), np.array([True, True])) == 0.2  # nothing below: the lowest score
+
+
+def test_the_always_positive_floor_is_what_scikit_learn_scores_that_rule():
+    from contrastive.pipeline.scores import final_scores
+
+    test = Scored([1, 0, 0, 0, 1, 0, 0, 0], [0.5] * 8)  # p = 0.25
+    cells, share = final_scores([{"always": lambda items: items.probs}], test, 1, [{"always": 0.0}])
+    floor = dataclasses.replace(row({"supervised": [0.5]}, draws=1), positive_share=share).floor
+    assert floor == {"f1": pytest.approx(0.4), "pr_auc": pytest.approx(0.25)}  # 2p / (1 + p), p
+    assert cells["always"].f1[0] == pytest.approx(floor["f1"]) and cells["always"].pr_auc[0] == pytest.approx(0.25)
+
+
+def detection_row() -> Row:
+    r = row({"supervised": [0.5, 0.7], "tfidf": [0.8, 0.9], "linear": [0.6, 0.8]},
+            f1={"supervised": [0.2, 0.4], "tfidf": [0.5, 0.5], "linear": [0.7, 0.5]},
+            pr_auc={"supervised": [0.3, 0.5], "tfidf": [0.8, 0.6], "linear": [0.9, 0.7]})
+    cells = {c: dataclasses.replace(cell, thresholds=(0.4, 0.6)) for c, cell in r.cells.items()}
+    return dataclasses.replace(r, cells=cells, positive_share=0.2)
+
+
+def test_detection_rows_keep_sds_values_thresholds_floor_and_gains_and_read_back():
+    results = Results("juliet", "simclr", "cnn", "cnn", None, None, {"0.01": detection_row()})
+    out = results.to_json()
+    r = out["label_fractions"]["0.01"]
+    assert r["f1"] == pytest.approx({"supervised": 0.3, "tfidf": 0.5, "linear": 0.6})
+    assert r["f1_sd"]["supervised"] == pytest.approx(math.sqrt(0.02)) and r["f1_sd"]["tfidf"] == 0.0
+    assert r["pr_auc_values"]["linear"] == [0.9, 0.7] and r["thresholds"]["tfidf"] == [0.4, 0.6]
+    assert r["floor"] == {"f1": pytest.approx(2 * 0.2 / 1.2), "pr_auc": 0.2}
+    assert r["best_baseline"] == "tfidf" and r["gain"] == pytest.approx(0.7 - 0.85)  # accuracy
+    assert r["gain_f1"] == {"gain": pytest.approx(0.6 - 0.5), "baseline": "tfidf"}
+    assert r["gain_pr_auc"] == {"gain": pytest.approx(0.8 - 0.7), "baseline": "tfidf"}
+    back = Results.from_json(out)
+    assert back.to_json() == out
+    assert back.rows["0.01"].cells["linear"].f1 == (0.7, 0.5)  # per draw, not the mean repeated
+    from contrastive.report import format_table
+
+    table = format_table(back)
+    assert "| 1% | f1 | 0.3000 ± 0.1414 | 0.5000 ± 0.0000 | 0.6000 ± 0.1414 | 0.3333 | +0.1000 (tfidf) |" in table
+    assert "| 1% | pr_auc |" in table and "floor: all positive" in table
+
+
+def test_a_baseline_is_fitted_once_on_the_draw_and_asked_for_every_split():
+    from contrastive.pipeline.stages import baseline_predictor
+
+    fits = []
+
+    def baseline(labeled, pool, val, num_classes, seed, positive=None):
+        fits.append((labeled, pool, val, num_classes, seed, positive))
+        return lambda items: np.full((len(items), num_classes), float(len(fits)))
+
+    predict = baseline_predictor(baseline, "labelled", "pool", "val", 2, 7, positive=1)
+    assert fits == []  # fitted on the first ask, where a baseline that cannot run is left out
+    assert predict([0, 1, 2]).shape == (3, 2) and (predict([0]) == 1.0).all()
+    assert fits == [("labelled", "pool", "val", 2, 7, 1)]

@@ -2,10 +2,14 @@
 
 Each takes vectors (one row per item) and returns class probabilities for the queries, so the
 pipeline scores them exactly as it scores the networks. A modality turns its raw items into
-vectors (see the image modality's raw_vectors) and lists its baselines (contrastive.modality: `baselines`).
+vectors (see the image modality's raw_vectors) and lists its baselines (contrastive.modality: `baselines`),
+each a `Baseline`: fitted once per label draw, it returns a predictor that the pipeline asks for the
+validation split and for the test split.
 """
 
 from __future__ import annotations
+
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -19,6 +23,19 @@ SPREADING_NEIGHBOURS = 10  # scikit-learn LabelSpreading's knn kernel default (n
 # features and 0.802 / 0.8095 / 0.8015 on pixels.
 SPREADING_ALPHA = 0.9
 SPREADING_MAX_POOL = 10_000  # unlabelled items in the graph at most (a fixed draw): the graph is built brute force
+
+BaselinePredictor = Callable[[object], np.ndarray]  # items -> float class probabilities (len(items), C)
+
+
+class Baseline(Protocol):
+    """A non-deep baseline: fitted once on a label draw, then asked for any number of item sets.
+
+    labeled: the draw's labelled items; pool: the whole training split, read without its labels; val: the
+    labelled validation split the fraction's choices read (a baseline may choose its settings on it);
+    positive: the class whose F1 and PR-AUC the data reports (None: accuracy is the measure)."""
+
+    def __call__(self, labeled, pool, val, num_classes: int, seed: int,
+                 positive: int | None = None) -> BaselinePredictor: ...
 
 
 def knn_probabilities(labeled_x: torch.Tensor, labeled_y: torch.Tensor, queries_x: torch.Tensor, num_classes: int,

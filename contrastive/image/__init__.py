@@ -210,10 +210,12 @@ class ImageModality(Modality):
 
     @property
     def baselines(self) -> dict:
-        """name -> fn(labeled, pool, queries, num_classes, seed) -> class probabilities (len(queries), C):
-        weighted kNN on the labelled images' pixels, and label spreading over the pixels of the labelled,
-        the unlabelled training and the query images (contrastive.evaluate.baselines)."""
-        from contrastive.evaluate.baselines import knn_probabilities, label_spreading_probabilities
+        """name -> Baseline (contrastive.evaluate.baselines): fit(labeled, pool, val, num_classes, seed,
+        positive=None) -> a predictor, items -> class probabilities (len(items), C). Weighted kNN on the labelled
+        images' pixels, and label spreading over the pixels of the labelled and the unlabelled training images
+        (fitted once per draw; each query set then votes on its graph). Neither reads `val`: their settings are
+        fixed, each with its source, in contrastive.evaluate.baselines."""
+        from contrastive.evaluate.baselines import knn_probabilities, spreading_predictor
 
         def vectors(dataset):
             x = self.raw_vectors(dataset)
@@ -221,13 +223,15 @@ class ImageModality(Modality):
                 raise ContrastiveError("the pixel baselines need images decoded in memory at one size")
             return x
 
-        def pixel_knn(labeled, pool, queries, num_classes: int, seed: int):
-            del pool, seed
-            return knn_probabilities(vectors(labeled), labeled.labels, vectors(queries), num_classes)
+        def pixel_knn(labeled, pool, val, num_classes: int, seed: int, positive: int | None = None):
+            del pool, val, seed, positive
+            bank = vectors(labeled)
+            return lambda items: knn_probabilities(bank, labeled.labels, vectors(items), num_classes)
 
-        def label_spreading(labeled, pool, queries, num_classes: int, seed: int):
-            return label_spreading_probabilities(vectors(labeled), labeled.labels, vectors(pool), vectors(queries),
-                                                 num_classes, seed)
+        def label_spreading(labeled, pool, val, num_classes: int, seed: int, positive: int | None = None):
+            del val, positive
+            predict = spreading_predictor(vectors(labeled), labeled.labels, vectors(pool), num_classes, seed)
+            return lambda items: predict(vectors(items))
 
         return {"pixel_knn": pixel_knn, "label_spreading": label_spreading}
 

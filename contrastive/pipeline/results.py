@@ -1,7 +1,9 @@
 """What the pipeline measured, as dataclasses: one `Row` per label fraction, one `Cell` per column.
 
 `Results.to_json()` writes results.json in the format other tools read (each row keeps a column's mean
-under the column's own name, its sd under "sd", its per-draw values under "values");
+under the column's own name, its sd under "sd", its per-draw values under "values"; with a positive class,
+"f1" and "pr_auc" the same way, as "f1", "f1_sd", "f1_values", ..., the F1 thresholds chosen on validation,
+the always-positive floor and the gains over the best baseline by each metric);
 `Results.from_json` reads it back, so the report and TensorBoard read one structure whether the
 numbers come from a run that just ended or from a results.json on disk.
 """
@@ -21,11 +23,13 @@ BINARY_METRICS = ("f1", "pr_auc")  # scored where the data names a positive clas
 
 @dataclass(frozen=True)
 class Cell:
-    """One column of one row: its test accuracy on every draw; with a positive class, F1 and PR-AUC too."""
+    """One column of one row: its test accuracy on every draw; with a positive class, F1 (at the threshold
+    chosen on validation, per draw) and PR-AUC too."""
 
     values: tuple[float, ...]
     f1: tuple[float, ...] = ()
     pr_auc: tuple[float, ...] = ()
+    thresholds: tuple[float, ...] = ()  # per draw: the positive class's probability from which F1 calls it
 
     @property
     def mean(self) -> float:
@@ -35,9 +39,17 @@ class Cell:
     def sd(self) -> float:
         return summary(list(self.values))["sd"]
 
+    def metric_values(self, metric: str) -> list[float]:
+        """The per-draw values of "f1" or "pr_auc"."""
+        return list({"f1": self.f1, "pr_auc": self.pr_auc}[metric])
+
     def metric_mean(self, metric: str) -> float:
         """The mean over draws of "f1" or "pr_auc"."""
-        return summary(list({"f1": self.f1, "pr_auc": self.pr_auc}[metric]))["mean"]
+        return summary(self.metric_values(metric))["mean"]
+
+    def metric_sd(self, metric: str) -> float:
+        """The sample sd over draws of "f1" or "pr_auc"."""
+        return summary(self.metric_values(metric))["sd"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ class Row:
     cells: dict[str, Cell]
     labels_used: int | None = None  # None: results.json files older than the validation-size rule
     guards: dict[str, list[Guard]] = field(default_factory=dict)
+    positive_share: float | None = None  # the positive class's share of the test split (None: no positive class)
 
     def kept_start(self, column: str) -> int:
         """On how many draws `column` fell below its start on validation (the start was kept)."""
@@ -108,6 +121,36 @@ class Row:
     def binary(self) -> bool:
         return any(cell.f1 for cell in self.cells.values())
 
+    def best_baseline_by(self, metric: str) -> str:
+        return max(self.baselines, key=lambda c: self.cells[c].metric_mean(metric))
+
+    def gain_by(self, metric: str) -> float:
+        """The best pretrained column's mean `metric` ("f1", "pr_auc") minus the best baseline's by it."""
+        return (max(self.cells[c].metric_mean(metric) for c in self.pretrained)
+                - self.cells[self.best_baseline_by(metric)].metric_mean(metric))
+
+    @property
+    def floor(self) -> dict[str, float] | None:
+        """The rule that calls every item positive, on the test split: F1 2p / (1 + p) (precision p, recall 1)
+        and PR-AUC p (one threshold: precision p at recall 1), p the positive share. None without one."""
+        p = self.positive_share
+        return None if p is None else {"f1": 2 * p / (1 + p), "pr_auc": p}
+
+    def binary_json(self) -> dict:
+        """The detection entries of results.json: per metric the columns' means, sds and per-draw values,
+        the thresholds, the floor, and the gain over the best baseline by each metric."""
+        out = {}
+        for metric in BINARY_METRICS:
+            out[metric] = {c: cell.metric_mean(metric) for c, cell in self.cells.items()}
+            out[f"{metric}_sd"] = {c: cell.metric_sd(metric) for c, cell in self.cells.items()}
+            out[f"{metric}_values"] = {c: cell.metric_values(metric) for c, cell in self.cells.items()}
+        out["thresholds"] = {c: list(cell.thresholds) for c, cell in self.cells.items() if cell.thresholds}
+        if self.floor is not None:
+            out["floor"] = self.floor
+        for metric in BINARY_METRICS:
+            out[f"gain_{metric}"] = {"gain": self.gain_by(metric), "baseline": self.best_baseline_by(metric)}
+        return out
+
     def to_json(self) -> dict:
         out = {"n_labels": self.n_labels, "draws": self.draws}
         if self.labels_used is not None:
@@ -120,8 +163,7 @@ class Row:
                     "values": {c: list(cell.values) for c, cell in self.cells.items()},
                     "best_baseline": self.best_baseline, "gain": self.gain})
         if self.binary:
-            for metric in BINARY_METRICS:
-                out[metric] = {c: cell.metric_mean(metric) for c, cell in self.cells.items()}
+            out.update(self.binary_json())
         if self.guards:
             out["guards"] = {c: [g.to_json() for g in gs] for c, gs in self.guards.items()}
         return out
@@ -130,17 +172,25 @@ class Row:
     def from_json(cls, key: str, d: dict) -> "Row":
         """A row of results.json; per-draw values where the file has them (older files: the mean alone)."""
         values = d.get("values") or {c: [d[c]] for c in d if c not in ROW_KEYS and isinstance(d[c], float)}
-        per_draw = {metric: d.get(metric, {}) for metric in BINARY_METRICS}
-        cells = {c: Cell(tuple(v), *(_repeat(per_draw[m].get(c), len(v)) for m in BINARY_METRICS))
-                 for c, v in values.items()}
+        cells = {c: Cell(tuple(v), *(_metric_values(d, m, c, len(v)) for m in BINARY_METRICS),
+                         tuple(d.get("thresholds", {}).get(c, ()))) for c, v in values.items()}
         choices = Choices.from_json(d["choices"]) if "choices" in d else None
         guards = {c: [Guard.from_json(g) for g in gs] for c, gs in d.get("guards", {}).items()}
         return cls(float(key), d["n_labels"], d.get("draws", 1), choices, d.get("validation", {}), cells,
-                   d.get("labels_used"), guards)
+                   d.get("labels_used"), guards, d.get("floor", {}).get("pr_auc"))
 
 
 ROW_KEYS = {"n_labels", "labels_used", "draws", "choices", "validation", "sd", "values", "best_baseline", "gain",
-            "guards", *BINARY_METRICS}
+            "guards", "thresholds", "floor", *BINARY_METRICS, *(f"{m}_{part}" for m in BINARY_METRICS
+                                                                for part in ("sd", "values")),
+            *(f"gain_{m}" for m in BINARY_METRICS)}
+
+
+def _metric_values(d: dict, metric: str, column: str, n: int) -> tuple[float, ...]:
+    """A column's per-draw `metric` from a results.json row: "<metric>_values" where the file has them, else
+    the mean repeated n times (files older than the sd of F1 and PR-AUC)."""
+    per_draw = d.get(f"{metric}_values", {}).get(column)
+    return tuple(per_draw) if per_draw is not None else _repeat(d.get(metric, {}).get(column), n)
 
 
 def _repeat(mean: float | None, n: int) -> tuple[float, ...]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from contrastive.checkpoint import list_checkpoints
@@ -26,7 +27,8 @@ from contrastive.pipeline.config import PipelineConfig, draws_for, run_dir_for
 from contrastive.pipeline.fits import DrawFits, FrozenFeatures, Predictor, Stage, network_predictor
 from contrastive.pipeline.forecast import WallTimeForecast
 from contrastive.pipeline.results import Choices, Protocol, Results, Row
-from contrastive.pipeline.scores import final_knn, final_scores, network_costs, raw_knn, validation_scores
+from contrastive.pipeline.scores import (final_knn, final_scores, network_costs, raw_knn, validation_probabilities,
+                                         validation_scores, validation_thresholds)
 from contrastive.pipeline.guard import Guard
 from contrastive.protocol import capped_validation, label_draws, summary, validation_split
 from contrastive.run_state import data_record
@@ -65,8 +67,9 @@ class Pretrained:
 @dataclass(frozen=True)
 class FractionFits:
     """One label fraction after its fit stage: its draws' indices, how many validation items its choices
-    read, its choices, every draw's column predictors, the columns' mean validation accuracy, and every
-    draw's guards (the semi network and the student against their starts)."""
+    read, its choices, every draw's column predictors, the columns' mean validation accuracy, every draw's
+    guards (the semi network and the student against their starts) and, with a positive class, every draw's
+    F1 threshold per column, chosen on validation."""
 
     fraction: float
     draws: list[torch.Tensor]
@@ -76,6 +79,7 @@ class FractionFits:
     validation: dict[str, float]
     guards: list[dict[str, Guard]]
     shipped: dict[str, object]  # the first draw's "teacher" (the network the teacher is built on) and "student"
+    thresholds: list[dict[str, float]] = field(default_factory=list)  # per draw: column -> F1 threshold
 
     @property
     def labels_used(self) -> int:
@@ -123,9 +127,11 @@ def pretrain_stage(cfg: PipelineConfig, splits: Splits, log) -> Pretrained:
     return Pretrained(result, stage, raw, forecast.expected)
 
 
-def draw_columns(fits: DrawFits, choices: Choices, baselines: dict) -> dict[str, Predictor]:
+def draw_columns(fits: DrawFits, choices: Choices, baselines: dict,
+                 positive: int | None = None) -> dict[str, Predictor]:
     """Every column of one draw with the fraction's choices: the pretrained network's four, the same network
-    from random init, and the modality's baselines on the raw inputs."""
+    from random init, and the modality's baselines on the raw inputs (each fitted once on the draw, with the
+    fraction's validation split to choose its settings on)."""
     s = fits.stage
 
     def net(model) -> Predictor:
@@ -139,12 +145,22 @@ def draw_columns(fits: DrawFits, choices: Choices, baselines: dict) -> dict[str,
         columns["semi"] = net(fits.semi(choices.finetune_lr))
     columns["distill"] = net(fits.chosen_student(choices))
     for name, baseline in baselines.items():
-        columns[name] = baseline_predictor(baseline, fits.labeled, s.train, s.n_classes, fits.seed)
+        columns[name] = baseline_predictor(baseline, fits.labeled, s.train, s.val, s.n_classes, fits.seed, positive)
     return columns
 
 
-def baseline_predictor(baseline, labeled, pool, n_classes: int, seed: int) -> Predictor:
-    return lambda items: baseline(labeled, pool, items, n_classes, seed)
+def baseline_predictor(baseline, labeled, pool, val, n_classes: int, seed: int,
+                       positive: int | None = None) -> Predictor:
+    """A Baseline (contrastive.evaluate.baselines) fitted on the first ask, then that fit for every item set.
+    Fitting late lets a baseline that cannot run on this data fail where validation_probabilities drops it."""
+    fitted: list[Predictor] = []
+
+    def predict(items) -> np.ndarray:
+        if not fitted:
+            fitted.append(baseline(labeled, pool, val, n_classes, seed, positive))
+        return fitted[0](items)
+
+    return predict
 
 
 def fraction_validation(cfg: PipelineConfig, stage: Stage, n_labels: int) -> Stage:
@@ -167,14 +183,18 @@ def fraction_stage(cfg: PipelineConfig, pre: Pretrained, index: int, fraction: f
         f"({len(draws[0]) + len(stage.val)} labels in all)")
     fits = [DrawFits(stage, idx, cfg.pretrain.seed + d) for d, idx in enumerate(draws)]
     choices = choose(cfg, fits[0], log)
-    baselines = modality_of(splits.data).baselines
-    per_draw, val_scores, guards = [], [], []
+    baselines, positive = modality_of(splits.data).baselines, splits.data.positive_class
+    per_draw, val_scores, guards, thresholds = [], [], [], []
     for d, draw in enumerate(fits):
-        per_draw.append(draw_columns(draw, choices, baselines))
-        val_scores.append(validation_scores(per_draw[-1], stage.val, log))
+        per_draw.append(draw_columns(draw, choices, baselines, positive))
+        probs = validation_probabilities(per_draw[-1], stage.val, log)
+        val_scores.append(validation_scores(probs, stage.val.labels))
+        thresholds.append({} if positive is None else validation_thresholds(probs, stage.val.labels, positive))
         guards.append(draw.chosen_guards(choices))
         log(f"labels {fraction:.0%} draw {d + 1}/{len(draws)} ({len(draw.idx)}), validation: "
             + "  ".join(f"{c} {v:.4f}" for c, v in val_scores[-1].items()))
+        if thresholds[-1]:
+            log("  F1 thresholds chosen on validation: " + "  ".join(f"{c} {t:.3f}" for c, t in thresholds[-1].items()))
         for name, guard in guards[-1].items():
             if guard.kept == "start" or guard.problems:
                 log("  " + guard.describe(name))
@@ -184,7 +204,7 @@ def fraction_stage(cfg: PipelineConfig, pre: Pretrained, index: int, fraction: f
     validation = {c: summary([s[c] for s in val_scores])["mean"] for c in val_scores[0]}
     shipped = {"teacher": fits[0].network(choices.distill_teacher, choices.finetune_lr),
                "student": fits[0].chosen_student(choices)}
-    return FractionFits(fraction, draws, len(stage.val), choices, per_draw, validation, guards, shipped)
+    return FractionFits(fraction, draws, len(stage.val), choices, per_draw, validation, guards, shipped, thresholds)
 
 
 def log_time_left(choices: Choices, seconds: float, draws_left: int, fraction: float, log, semi: bool) -> None:
@@ -208,14 +228,15 @@ def save_first_draw(fits: DrawFits, choices: Choices, splits: Splits, fraction: 
 
 
 def test_stage(cfg: PipelineConfig, pre: Pretrained, fractions: list[FractionFits], splits: Splits) -> Results:
-    """The test split, read once: every column of every draw, and the encoder's kNN."""
+    """The test split, read once: every column of every draw (F1 at the thresholds validation chose), the
+    always-positive floor, and the encoder's kNN."""
     stage, result = pre.stage, pre.result
     rows = {}
     for f in fractions:
-        cells = final_scores(f.per_draw, splits.test, splits.data.positive_class)
+        cells, share = final_scores(f.per_draw, splits.test, splits.data.positive_class, f.thresholds)
         guards = {name: [g[name] for g in f.guards] for name in f.guards[0]}
         rows[f.key] = Row(f.fraction, len(f.draws[0]), len(f.draws), f.choices, f.validation, cells,
-                          f.labels_used, guards)
+                          f.labels_used, guards, share)
     knn = final_knn(stage.pretrained.encoder, modality_of(splits.data), stage.train, splits.test, stage.reader,
                     splits.device, stage.n_classes, result.config.knn)
     protocol = Protocol(cfg.validation, len(splits.train), len(splits.val), len(splits.test), result.knn_final,
