@@ -34,7 +34,8 @@ from contrastive.device import pick_device, resolve_precision
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.knn import encoder_knn_accuracy
 from contrastive.methods import build_method, view_spec
-from contrastive.modality import Reader, load_data, reader_for
+from contrastive.grouped import grouped_order, rank_share
+from contrastive.modality import Reader, load_data, modality_of, reader_for
 from contrastive.norm import convert_sync_bn
 from contrastive.optim import build_optimizer, build_scheduler
 from contrastive.run_state import (check_resumable, checkpoint_state, data_record, encoder_record, new_run_dir,
@@ -128,13 +129,32 @@ def batch_seed(cfg: PretrainConfig, epoch: int, batch: int) -> int:
     return (epoch_seed(cfg, epoch) * 1_000_003 + batch) * 1_009 + dist.rank()
 
 
-def epoch_indices(n: int, cfg: PretrainConfig, epoch: int) -> torch.Tensor:
+def epoch_indices(n: int, cfg: PretrainConfig, epoch: int, groups: list[str] | None = None) -> torch.Tensor:
     """This process's item indices for an epoch, in order: a DistributedSampler (shuffled, drop_last) seeded
-    by the run's seed and set to the epoch. At world size 1 it is a plain seeded permutation."""
+    by the run's seed and set to the epoch. At world size 1 it is a plain seeded permutation.
+
+    With `groups` (--batch-groups: each item's family) the families come in a random order, each shuffled
+    inside, dealt to the processes in local batches (contrastive.grouped); the same guarantees: seeded by
+    (seed, epoch), n // world items per process, none shared."""
+    if groups is not None:
+        order = grouped_order(groups, torch.Generator().manual_seed(epoch_seed(cfg, epoch)))
+        return rank_share(order, dist.world_size(), dist.rank(), local_batch_size(cfg))
     sampler = DistributedSampler(range(n), num_replicas=dist.world_size(), rank=dist.rank(), shuffle=True,
                                  seed=epoch_seed(cfg, 0), drop_last=True)
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler), dtype=torch.long)
+
+
+def batch_groups(cfg: PretrainConfig, data, train) -> list[str] | None:
+    """Each training item's family when --batch-groups packs whole families into batches, else None."""
+    if not cfg.batch_groups:
+        return None
+    modality = modality_of(data)
+    groups = modality.groups(train)
+    if groups is None:
+        raise ContrastiveError(f"--batch-groups needs items that come in families, and {modality.kind} has none; "
+                               f"drop --batch-groups")
+    return groups
 
 
 def local_batch_size(cfg: PretrainConfig) -> int:
@@ -205,7 +225,8 @@ def build_model(cfg: PretrainConfig, reader: Reader) -> tuple[nn.Module, int]:
 def epoch_batches(run: Run, epoch: int, start: int = 0):
     """(views, labels) of one epoch on this process, from batch `start` on: order and views from (seed, epoch)."""
     cfg = run.cfg
-    return batches(run.train, run.views, epoch_indices(len(run.train), cfg, epoch), local_batch_size(cfg), run.device,
+    order = epoch_indices(len(run.train), cfg, epoch, batch_groups(cfg, run.data, run.train))
+    return batches(run.train, run.views, order, local_batch_size(cfg), run.device,
                    epoch_seed=epoch_seed(cfg, epoch), batch_seed=lambda b: batch_seed(cfg, epoch, b), drop_last=True,
                    start=start, num_workers=cfg.num_workers)
 

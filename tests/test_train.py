@@ -158,3 +158,73 @@ def test_knn_every_zero_turns_the_monitor_off(tmp_path, tiny_data):
     knn = json.loads((every_two.run_dir / "config.json").read_text())["knn"]
     assert knn["every"] == 2
     assert every_two.knn_final is not None  # the last epoch (3) is measured at the end though 3 % 2 != 0
+
+
+# --- the epoch's order: random batches, or whole families (--batch-groups, issue 24) ----------------
+
+def family_groups(sizes=(5, 1, 7, 3, 4, 2, 6, 4)) -> list[str]:
+    """Families of uneven sizes, their items interleaved in storage (as a dataset read file by file may be)."""
+    owners = [f"fam{f}" for f, size in enumerate(sizes) for _ in range(size)]
+    return [owners[i] for i in torch.randperm(len(owners), generator=torch.Generator().manual_seed(9))]
+
+
+def as_ranks(monkeypatch, world: int, rank: int) -> None:
+    from contrastive import distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: world)
+    monkeypatch.setattr(distributed, "rank", lambda: rank)
+
+
+def test_grouped_epoch_holds_every_item_once_with_each_family_contiguous(tmp_path):
+    from contrastive.train import epoch_indices
+
+    groups = family_groups()
+    cfg = tiny_cfg(tmp_path, batch_size=8, batch_groups=True)
+    orders = [epoch_indices(len(groups), cfg, epoch, groups) for epoch in range(3)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(len(groups)))
+        runs = [groups[i] for i in order.tolist()]
+        starts = [name for k, name in enumerate(runs) if k == 0 or runs[k - 1] != name]
+        assert sorted(starts) == sorted(set(groups))  # each family starts once: one contiguous run
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
+    families = lambda order: [groups[i] for i in order.tolist()]  # noqa: E731
+    assert families(orders[0]) != families(orders[1])  # the families themselves move, not only their insides
+    assert torch.equal(orders[1], epoch_indices(len(groups), cfg, 1, groups))  # (seed, epoch) fixes it
+
+
+def test_grouped_epoch_gives_two_ranks_disjoint_equal_shares_of_whole_local_batches(tmp_path, monkeypatch):
+    from contrastive.grouped import grouped_order
+    from contrastive.train import epoch_indices, epoch_seed
+
+    groups = family_groups()  # 32 items; global batch 8: 4 per rank
+    cfg = tiny_cfg(tmp_path, batch_size=8, batch_groups=True)
+    shares = []
+    for rank in (0, 1):
+        as_ranks(monkeypatch, 2, rank)
+        shares.append(epoch_indices(len(groups), cfg, 0, groups))
+    assert len(shares[0]) == len(shares[1]) == len(groups) // 2
+    assert not set(shares[0].tolist()) & set(shares[1].tolist())
+    order = grouped_order(groups, torch.Generator().manual_seed(epoch_seed(cfg, 0)))
+    for rank, share in enumerate(shares):  # rank r's b-th batch: the r-th half of global batch b
+        for b in range(len(share) // 4):
+            assert torch.equal(share[4 * b:4 * b + 4], order[8 * b + 4 * rank:8 * b + 4 * rank + 4])
+
+
+def test_random_batches_are_unchanged_without_the_flag(tmp_path, monkeypatch, tiny_data):
+    from contrastive.train import batch_groups, epoch_indices, epoch_seed
+
+    cfg = tiny_cfg(tmp_path, seed=3)
+    assert not cfg.batch_groups and batch_groups(cfg, tiny_data, tiny_data.train) is None
+    for epoch in (0, 1):  # DistributedSampler's order at world size 1: randperm seeded by seed + epoch
+        expected = torch.randperm(64, generator=torch.Generator().manual_seed(epoch_seed(cfg, 0) + epoch))
+        assert torch.equal(epoch_indices(64, cfg, epoch), expected)
+    shares = []
+    for rank in (0, 1):
+        as_ranks(monkeypatch, 2, rank)
+        shares.append(set(epoch_indices(63, cfg, 0).tolist()))
+    assert len(shares[0]) == len(shares[1]) == 31 and not shares[0] & shares[1]
+
+
+def test_batch_groups_is_refused_for_data_without_families(tmp_path, tiny_data):
+    with pytest.raises(ContrastiveError, match="--batch-groups needs items that come in families, and image data"):
+        pretrain(tiny_cfg(tmp_path, batch_groups=True, knn_every=0), data=tiny_data, log=quiet)

@@ -20,27 +20,24 @@ from contrastive.fields import opt
 from contrastive.modality_base import Modality
 
 TASK_CHOICES = ("vulnerable", "cwe")
-# 600 of Juliet's 64,099 test cases, drawn with a fixed seed: 1,171 training and 324 test functions
-# after deduplication and conflict removal. The default pipeline must fit 30 minutes on this
-# project's 2-core CPU, shared with other jobs; its classifier stages (5 + 3 label draws, the lr
-# grids, distillation over every training function), not pretraining, take most of the time and grow
-# with the number of functions. Measured (benchmarks/results/juliet.md), at a load of about 5 on the
-# two cores: 600 cases 698 s with the pipeline of commit 18aac48 (586 s with the one before), 300
-# cases 469 s. Under the heavier load seen earlier the same day (pretraining epochs up to three
-# times slower) 600 cases could come near or past 30 minutes (estimated, not run). On validation,
-# pretraining helped the encoder's kNN only with more functions
-# (benchmarks/results/code_ablation.md: 1,000 cases +0.03 to +0.05 over random init; the pipeline's
-# own monitor: 300 cases -0.02, 600 cases -0.05, on 61 and 117 validation functions), so the largest
-# subset that fits was taken. The whole suite is for a GPU or torchrun.
-DEFAULT_CASES = 600
+# 0: the whole suite, all 64,099 test cases (issue 24); `--juliet-cases N` draws N of them with a fixed
+# seed (contrastive.code.data.SUBSET_SEED). The split is by flaw variant (1,689 of them), so a subset of
+# cases holds a few flow variants of many flaws. The first load of the whole suite parses ~100,900 files
+# and draws the variants of its ~74k functions; both are cached by content (contrastive.code.cache), so
+# later loads read them back. Until issue 24 the default was 600 cases (1,171 training and 324 test
+# functions), the largest subset whose default pipeline fitted 30 minutes on this project's shared 2-core
+# CPU (benchmarks/results/juliet.md: 698 s at a load of about 5; 300 cases 469 s); pretraining helped the
+# encoder's kNN only with more functions (benchmarks/results/code_ablation.md: 1,000 cases +0.03 to +0.05
+# over random init). The whole suite is for a GPU or torchrun; on a CPU pass e.g. --juliet-cases 600.
+DEFAULT_CASES = 0
 
 
 @dataclass(frozen=True)
 class Options:
     task: str = opt("vulnerable", "the label set; vulnerable (from Juliet's bad*/good* names: flawed or "
                                   "fixed) or cwe (the test case's CWE)", choices=TASK_CHOICES)
-    juliet_cases: int = opt(DEFAULT_CASES, "how many Juliet test cases to read, a fixed random draw (0: all "
-                                           "64,099; the whole suite is for a GPU or torchrun)")
+    juliet_cases: int = opt(DEFAULT_CASES, "how many Juliet test cases to read, a fixed random draw; 0 (the "
+                                           "default): all 64,099, for a GPU or torchrun (on a CPU e.g. 600)")
     # 128 rather than 256: half the cost of every step (the cnn's cost grows with the length), and on the
     # validation split no worse (SimCLR 15 epochs: kNN20 0.771 against 0.750, 10% probe F1 0.517 against
     # 0.513, 1% 0.349 ± 0.092 against 0.406 ± 0.044; benchmarks/results/code_ablation.md).
@@ -60,8 +57,8 @@ class CodeModality(Modality):
     specs = "juliet:DIR, code:DIR, code:FILE.jsonl"
     specs_help = ("source code: juliet:DIR (the unpacked juliet-c folder of NIST's Juliet C/C++ 1.3, labelled by "
                   "--task), code:DIR (any C/C++ tree, unlabelled) or code:FILE.jsonl (records {\"code\", \"label\"})")
-    backbones_help = ("source code: transformer or cnn; default cnn on a CPU (about four times the transformer's "
-                      "speed), transformer on a GPU")
+    backbones_help = ("source code: bag (hashed token n-grams, averaged), cnn or transformer; default bag on a CPU "
+                      "(about 8 times the cnn's speed at 128 tokens), transformer on a GPU")
     # code has no picture (draws stays False): `similar` then says so and writes no sheet (contrastive.apply)
 
     @property
@@ -90,9 +87,10 @@ class CodeModality(Modality):
 
     @staticmethod
     def default_backbone(data, device_type: str = "cpu") -> str:
-        """cnn: about four times the transformer's speed on a 2-core CPU (see DEFAULT_CASES); the
-        transformer on a GPU."""
-        return "cnn" if device_type == "cpu" else "transformer"
+        """bag on a CPU: 1,380 functions a second on one core at 128 tokens, 7.8 times the cnn (32 times at
+        512; benchmarks/results/code_encoders.json), the speed the whole suite needs on 2 cores (issue 24);
+        the transformer on a GPU."""
+        return "bag" if device_type == "cpu" else "transformer"
 
     @staticmethod
     def encoder_inputs(data, options: Options) -> dict:
@@ -170,26 +168,49 @@ class CodeModality(Modality):
 
     @staticmethod
     def read_item(path: str, inputs: dict) -> torch.Tensor:
-        """The first function of a C/C++ file as a raw item int64 (1, L), with the encoder's vocabulary."""
+        """A query as a raw item int64 (1, L), read with the encoder's vocabulary: FILE:FUNCTION, the function
+        of that name in a C/C++ file (the first, where #if branches define it twice); FILE, the file's first
+        function. An unknown name is refused in one line listing the names the file has."""
+        import os
+
         from contrastive.code.data import encode
         from contrastive.code.extract import read_functions
 
-        functions, reason = read_functions(path)
+        # The file is the shortest prefix before a ':' that names one ("ns::f" keeps its colons).
+        cut = next((i for i, c in enumerate(path) if c == ":" and os.path.isfile(path[:i])), None)
+        file, name = (path, None) if os.path.isfile(path) or cut is None else (path[:cut], path[cut + 1:])
+        functions, reason = read_functions(file)
         if not functions:
-            raise ContrastiveError(f"{path}: {reason or 'no function found'}; pass a C/C++ file with a function "
+            raise ContrastiveError(f"{file}: {reason or 'no function found'}; pass a C/C++ file with a function "
                                    f"or SPLIT:INDEX as --query")
+        chosen = [f for f in functions if name is None or f.name == name]
+        if not chosen:
+            names = list(dict.fromkeys(f.name for f in functions))
+            shown = ", ".join(names[:40]) + (f" and {len(names) - 40} more" if len(names) > 40 else "")
+            raise ContrastiveError(f"{file} has no function {name!r}; its functions: {shown}; pass FILE:FUNCTION "
+                                   f"with one of those")
         index = {t: i for i, t in enumerate(inputs["vocab"])}
-        return encode([list(functions[0].tokens)], index, inputs["max_tokens"])
+        return encode([list(chosen[0].tokens)], index, inputs["max_tokens"])
 
     @staticmethod
     def item_set(raw: torch.Tensor):
+        """A dataset of one raw item (V, L), as load() gives them."""
         from contrastive.code.data import CodeSet
 
         return CodeSet(raw[None])
 
     @staticmethod
-    def item_ids(dataset, split: str) -> list[str]:
-        return list(dataset.ids)
+    def item_ids(dataset, split: str) -> list:
+        """Where each function is: {"file", "function", "line"} (the predict CSV's columns; line 1-based)
+        where the items came from source files (ids FILE:FUNCTION and known lines: juliet:DIR, code:DIR), else
+        the ids as they are (a record's "line N" of code:FILE.jsonl, "item:N" of a set made in memory)."""
+        if not all(":" in i and line > 0 for i, line in zip(dataset.ids, dataset.lines)):
+            return list(dataset.ids)
+        # A tree's group is the file itself, so a file name with a ':' is cut right there; elsewhere the
+        # first ':' ends the file (a C++ name keeps its "::").
+        cuts = [len(g) if i.startswith(f"{g}:") else i.index(":") for i, g in zip(dataset.ids, dataset.groups)]
+        return [{"file": i[:c], "function": i[c + 1:], "line": str(line)}
+                for i, c, line in zip(dataset.ids, cuts, dataset.lines)]
 
     @staticmethod
     def export_module(module: torch.nn.Module, inputs: dict) -> torch.nn.Module:
