@@ -2,7 +2,9 @@
 
 predict runs a saved classifier over a split and writes, per item, its id, the predicted class
 and one probability per class of the data the classifier was TRAINED on (the file says which),
-so new unlabelled data gets the same columns as the labelled data.
+so new unlabelled data gets the same columns as the labelled data. Functions of source code are
+named by three columns, file, function and first line, so a C/C++ tree read with code:DIR gives one
+row per function with its probability of "vulnerable" (a model of --task vulnerable).
 
 similar ranks the training items by cosine similarity to a query under a pretrained encoder.
 The training set is encoded once into an index saved beside the checkpoint
@@ -54,11 +56,14 @@ def predict_proba(model: torch.nn.Module, items, reader, device: torch.device, b
     return F.softmax(logits, dim=1)
 
 
-def csv_rows(ids: list[str], probs: torch.Tensor, classes: list[str]) -> list[list[str]]:
-    """The pinned format: header id, class, one column per training class; then one row per item."""
+def csv_rows(ids: list[str] | list[dict[str, str]], probs: torch.Tensor, classes: list[str]) -> list[list[str]]:
+    """The pinned format: the item's columns, class, one column per training class; then one row per item.
+    The item's columns are "id", or the fields of ids given as dicts (code: file, function, line)."""
     predicted = probs.argmax(dim=1).tolist()
-    rows = [["id", "class", *classes]]
-    rows += [[i, classes[c], *(f"{p:.6f}" for p in row)] for i, c, row in zip(ids, predicted, probs.tolist())]
+    fields = list(ids[0]) if ids and isinstance(ids[0], dict) else None
+    rows = [[*(fields or ["id"]), "class", *classes]]
+    rows += [[*(i.values() if fields else [i]), classes[c], *(f"{p:.6f}" for p in row)]
+             for i, c, row in zip(ids, predicted, probs.tolist())]
     return rows
 
 
@@ -150,8 +155,18 @@ def one_item_set(reader, raw):
     return reader.handler.item_set(raw)
 
 
+def file_query(query: str, reader) -> tuple[object, object, int] | None:
+    """(one-item dataset, raw item, -1) of a query file (or FILE:NAME, a part of one the modality names: code's
+    FILE:FUNCTION); None for SPLIT:INDEX or a query that names no file. It needs no data, so a command can read
+    it first and refuse a bad name before reading a whole tree."""
+    if QUERY.fullmatch(query.strip()) or not names_a_file(query):
+        return None
+    raw = reader.handler.read_item(query, reader.inputs)  # one-line error for a file or name it cannot read
+    return one_item_set(reader, raw), raw, -1
+
+
 def query_of(query: str, data, reader) -> tuple[object, object, int]:
-    """(one-item dataset, raw item, label or -1) of SPLIT:INDEX of the data, or of a file the modality reads."""
+    """(one-item dataset, raw item, label or -1) of SPLIT:INDEX of the data, or of a file (file_query)."""
     match = QUERY.fullmatch(query.strip())
     if match:
         split, index = match.group(1), int(match.group(2))
@@ -163,11 +178,21 @@ def query_of(query: str, data, reader) -> tuple[object, object, int]:
             raise ContrastiveError(f"query {query}: {split} has {len(items)} items; pass an index in 0..{len(items) - 1}")
         raw, label = items[index]
         return items.subset([index]), raw, label
-    if os.path.isfile(query):
-        raw = reader.handler.read_item(query, reader.inputs)  # one-line error for a file it cannot read
-        return one_item_set(reader, raw), raw, -1
+    found = file_query(query, reader)
+    if found is not None:
+        return found
     raise ContrastiveError(f"query {query!r} is neither SPLIT:INDEX of {data.name} (e.g. test:12) nor a readable "
-                           f"file; pass one of those")
+                           f"file (or FILE:FUNCTION of a source file); pass one of those")
+
+
+def id_text(item_id: str | dict[str, str]) -> str:
+    """An item's id on one line: itself, or its fields joined by ':' (code: FILE:FUNCTION:LINE)."""
+    return ":".join(item_id.values()) if isinstance(item_id, dict) else item_id
+
+
+def names_a_file(query: str) -> bool:
+    """Whether the query is a file, or FILE:NAME of a part of one (a function of a source file)."""
+    return os.path.isfile(query) or any(os.path.isfile(query[:i]) for i, c in enumerate(query) if c == ":")
 
 
 def label_name(label: int, classes: list[str]) -> str:

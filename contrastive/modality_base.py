@@ -174,8 +174,9 @@ class Modality(abc.ABC):
 
     @property
     def baselines(self) -> dict:
-        """name -> fn(labeled, pool, queries, num_classes, seed) -> class probabilities (len(queries), C):
-        the non-deep baselines on raw inputs the pipeline runs on every label draw; none by default."""
+        """name -> Baseline (contrastive.evaluate.baselines): fit(labeled, pool, val, num_classes, seed,
+        positive=None) -> a predictor, items -> class probabilities (len(items), C), fitted once per label
+        draw: the non-deep baselines on raw inputs the pipeline runs on every draw; none by default."""
         return {}
 
     def raw_vectors(self, dataset) -> torch.Tensor | None:

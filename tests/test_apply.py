@@ -12,7 +12,7 @@ from PIL import Image
 
 from contrastive import apply
 from contrastive.cli import main
-from contrastive.config import PretrainConfig
+from contrastive.config import KnnConfig, PretrainConfig
 from contrastive.evaluate.classifier import load_classifier, random_classifier, reader_of, save_classifier
 from contrastive.modality import Reader, load_data
 from contrastive.train import pretrain
@@ -303,3 +303,100 @@ def test_the_index_is_a_file_of_its_own_kind_and_an_untagged_one_is_still_read(t
         assert apply.saved_index(path) is None
     files.save(path, files.CHECKPOINT, {"model": {}, "config": {}})
     assert apply.saved_index(path) is None and apply.saved_index(tmp_path / "missing.index.pt") is None
+
+
+# --- code: a C/C++ tree of the user's own ----------------------------------------------------
+
+# (file, source); each function's first line is where its name is written below (the functions differ in
+# shape, so none is a duplicate of another once names are replaced by placeholders).
+TREE = {
+    "a.c": "#include <stdio.h>\n\nint add(int a, int b) { return a + b; }\n\n"
+           "/* negation */\nint neg(int a)\n{\n    return -a;\n}\n\n"
+           "static void show(const char *s) { if (s) { printf(\"%s\", s); } }\n",
+    "lib/b.c": "int sum(const int *v, int n)\n{\n    int t = 0;\n    for (int i = 0; i < n; i++) t += v[i];\n"
+               "    return t;\n}\n\nint max3(int x, int y, int z) { int m = x > y ? x : y; return m > z ? m : z; }\n",
+    "lib/c.cpp": "class Box { public: int size() const; int w; };\n\n"
+                 "int Box::size() const { return w * 2; }\n\nnamespace geo {\nint area(int w, int h) { while (w < 0) "
+                 "{ w++; } return w * h; }\n}\n",
+}
+FUNCTIONS = {("a.c", "add", 3), ("a.c", "neg", 6), ("a.c", "show", 11), ("lib/b.c", "sum", 1),
+             ("lib/b.c", "max3", 8), ("lib/c.cpp", "Box::size", 3), ("lib/c.cpp", "area", 6)}
+
+
+@pytest.fixture(scope="module")
+def c_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tree") / "src"
+    for name, source in TREE.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(source)
+    return root
+
+
+@pytest.fixture(scope="module")
+def code_reader(c_tree):
+    data = load_data(f"code:{c_tree}", {"max_tokens": 48, "variants": 2})
+    return Reader("code", {"vocab": list(data.vocab), "max_tokens": data.max_tokens})
+
+
+@pytest.fixture(scope="module")
+def code_checkpoint(c_tree, tmp_path_factory):
+    """One SimCLR epoch of a cnn on the tree itself: the encoder `similar` embeds the functions with."""
+    from helpers import TINY_OPTIONS
+
+    out = tmp_path_factory.mktemp("code-pre") / "run"
+    cfg = PretrainConfig(method="simclr", backbone="cnn", epochs=1, batch_size=4, out=str(out),
+                         data=f"code:{c_tree}", data_options={"max_tokens": 48, "variants": 2},
+                         method_options=dict(TINY_OPTIONS["simclr"]), knn=KnnConfig(k=3, every=0))
+    with one_thread():
+        pretrain(cfg, data=load_data(f"code:{c_tree}", {"max_tokens": 48, "variants": 2}), log=quiet)
+    return out / "checkpoint-epoch0001.pt"
+
+
+def test_predict_on_a_c_tree_writes_one_row_per_function_with_its_place(c_tree, code_reader, tmp_path, capsys):
+    model = random_classifier(code_reader, "cnn", 2, seed=0)
+    path = save_classifier(model, tmp_path / "clf.pt", data={"name": "juliet:x", "num_classes": 2,
+                                                             "classes": ["fixed", "vulnerable"]},
+                           label_fraction=1.0, indices=torch.arange(2))
+    out = tmp_path / "functions.csv"
+    code, stdout, err = run(capsys, "predict", "--model", path, "--data", f"code:{c_tree}", "--out", out)
+    assert code == 0 and stdout == "", err
+    rows = list(csv.reader(out.open(newline="")))
+    assert rows[0] == ["file", "function", "line", "class", "fixed", "vulnerable"]
+    assert {(r[0], r[1], int(r[2])) for r in rows[1:]} == FUNCTIONS and len(rows) - 1 == len(FUNCTIONS)
+    probs = torch.tensor([[float(p) for p in r[4:]] for r in rows[1:]], dtype=torch.float64)
+    assert torch.allclose(probs.sum(1), torch.ones(len(FUNCTIONS), dtype=torch.float64), atol=1e-5)
+    assert [r[3] for r in rows[1:]] == [["fixed", "vulnerable"][c] for c in probs.argmax(1).tolist()]
+    # Each row's probability is the model's own on that function: the one read from its file by `similar`'s reader.
+    model.eval()
+    with torch.no_grad():
+        for r, p in zip(rows[1:], probs):
+            tokens = code_reader.handler.read_item(f"{c_tree / r[0]}:{r[1]}", code_reader.inputs)
+            direct = torch.softmax(model(tokens), dim=1)[0].double()
+            assert (direct - p).abs().max() < 1e-5, r
+    assert err.strip().splitlines()[-1] == f"predicted {len(FUNCTIONS)} items of code:{c_tree} train -> {out}"
+
+
+def test_similar_finds_the_query_function_itself_first(c_tree, code_checkpoint, capsys):
+    for file, name, line in sorted(FUNCTIONS):
+        code, stdout, err = run(capsys, "similar", "--checkpoint", code_checkpoint, "--data", f"code:{c_tree}",
+                                "--query", f"{c_tree / file}:{name}", "-k", 3, "--sheet", "")
+        assert code == 0, err
+        found = neighbours(stdout)
+        assert len(found) == 3 and found[0][3] == f"{file}:{name}:{line}" and abs(found[0][1] - 1) < 1e-4, stdout
+        assert found[0][2] == "-" and found[1][1] < found[0][1] - 1e-4  # unlabelled; the others are not it
+    # A file alone is still its first function.
+    code, stdout, _ = run(capsys, "similar", "--checkpoint", code_checkpoint, "--data", f"code:{c_tree}",
+                          "--query", c_tree / "lib" / "b.c", "-k", 1, "--sheet", "")
+    assert code == 0 and neighbours(stdout)[0][3] == "lib/b.c:sum:1"
+
+
+def test_an_unknown_function_is_refused_with_the_files_names(c_tree, code_checkpoint, capsys):
+    code, stdout, err = run(capsys, "similar", "--checkpoint", code_checkpoint, "--data", f"code:{c_tree}",
+                            "--query", f"{c_tree / 'a.c'}:main", "--sheet", "")
+    assert code == 2 and stdout == ""
+    line = one_error_line(err)  # refused before the tree is read: no summary line
+    assert f"{c_tree / 'a.c'} has no function 'main'; its functions: add, neg, show; pass FILE:FUNCTION" in line
+    code, _, err = run(capsys, "similar", "--checkpoint", code_checkpoint, "--data", f"code:{c_tree}",
+                       "--query", f"{c_tree / 'missing.c'}:add", "--sheet", "")
+    last = err.strip().splitlines()[-1]  # after the tree's summary line: the message names the data
+    assert code == 2 and last.startswith("error: ") and "nor a readable file (or FILE:FUNCTION" in last

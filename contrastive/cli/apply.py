@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from contrastive import files
-from contrastive.apply import (accuracy_note, csv_rows, embed, label_name, nearest, predict_proba, query_of,
-                               split_of, train_index, write_csv, write_csv_file)
+from contrastive.apply import (accuracy_note, csv_rows, embed, file_query, id_text, label_name, nearest,
+                               predict_proba, query_of, split_of, train_index, write_csv, write_csv_file)
 from contrastive.cli.flags import add_command, add_data_flags, device_of, reading_options
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.classifier import load_classifier, reader_of
@@ -50,8 +50,9 @@ def add_predict(sub) -> None:
     p.add_argument("--split", choices=("auto", "train", "test"), default=PREDICT_SPLIT,
                    help="which split of --data to predict; auto: test when the data has one, else train (a flat "
                         "folder of new items)")
-    p.add_argument("--out", default=None, help="CSV file (columns id, class, then one probability per class); "
-                                               "default: standard output")
+    p.add_argument("--out", default=None, help="CSV file (columns id, class, then one probability per class; "
+                                               "code: file, function, line instead of id); default: standard "
+                                               "output")
     p.add_argument("--batch-size", type=int, default=PREDICT_BATCH, help="items per forward pass")
     add_data_flags(p)
     p.set_defaults(func=run_predict)
@@ -84,8 +85,9 @@ def run_predict(args: argparse.Namespace) -> int:
 def add_similar(sub) -> None:
     p = add_command(sub, "similar", "the training items nearest to a query by the encoder's embedding (cosine)")
     p.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (its encoder embeds the items)")
-    p.add_argument("--query", required=True, help="the query: a file the data's modality reads (an image file), "
-                                                  "or SPLIT:INDEX of --data (e.g. test:12)")
+    p.add_argument("--query", required=True, help="the query: a file the data's modality reads (an image file; "
+                                                  "a C/C++ file, its first function), FILE:FUNCTION (that function "
+                                                  "of a C/C++ file), or SPLIT:INDEX of --data (e.g. test:12)")
     p.add_argument("-k", type=int, default=NEIGHBOURS, help="neighbours to list")
     p.add_argument("--sheet", default=SHEET,
                    help="PNG of the query and its neighbours, where the modality can draw its items ('' for none)")
@@ -96,9 +98,10 @@ def add_similar(sub) -> None:
 def run_similar(args: argparse.Namespace) -> int:
     k = positive(args.k, "-k")
     pre = load_pretrained(args.checkpoint)
+    found = file_query(args.query, pre.reader)  # a bad file or name is refused before the data is read
     data = data_of(args, pre.reader)
     pre.reader.check(data, f"checkpoint {args.checkpoint}")
-    one, raw, label = query_of(args.query, data, pre.reader)
+    one, raw, label = found or query_of(args.query, data, pre.reader)
     device = device_of(args)
     index = train_index(pre, data, device)
     sims, idx = nearest(index, embed(pre.encoder.to(device), one, pre.reader, device)[0], k)
@@ -107,7 +110,7 @@ def run_similar(args: argparse.Namespace) -> int:
     print(f"query {args.query} (label {label_name(label, data.classes)}): {len(idx)} nearest of "
           f"{len(index)} training items", file=sys.stderr)
     for rank, (sim, i, name) in enumerate(zip(sims.tolist(), idx.tolist(), names), start=1):
-        print(f"{rank}\t{sim:.4f}\t{name}\t{ids[i]}")
+        print(f"{rank}\t{sim:.4f}\t{name}\t{id_text(ids[i])}")
     draw = pre.reader.handler.contact_sheet if pre.reader.handler.draws else None
     if args.sheet and draw is None:
         print(f"note: {pre.reader.modality} items cannot be drawn; no sheet written", file=sys.stderr)
