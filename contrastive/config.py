@@ -78,11 +78,12 @@ class PretrainConfig:
                                        f"32 while an epoch would have fewer than {MIN_STEPS_PER_EPOCH} steps")
     # Measured on the whole Juliet suite (a SimCLR-trained hashed n-gram bag, linear probe): whole test cases per
     # batch lifted PR-AUC from 0.66 to 0.73-0.74, +0.076 +- 0.014 over random batches (issue 24).
-    batch_groups: bool = opt(False, "fill batches with whole families of items, the families in a random order "
-                                    "(Juliet: a flaw variant's flawed, fixed and flow-variant functions), so "
-                                    "near-identical twins are in-batch negatives; from the data's layout, not its "
-                                    "labels. On all of Juliet it lifted the linear probe's PR-AUC by 0.076 +- "
-                                    "0.014 (0.66 -> 0.73-0.74); refused for data without families")
+    batch_groups: bool | None = opt(None, "fill batches with whole families of items, the families in a random "
+                                          "order (Juliet: a flaw variant's flawed, fixed and flow-variant functions), "
+                                          "so near-identical twins are in-batch negatives; from the data's layout, "
+                                          "not its labels. On all of Juliet it lifted the linear probe's PR-AUC by "
+                                          "0.076 +- 0.014 (0.66 -> 0.73-0.74). Default: on where the data has families "
+                                          "(code), off elsewhere; asked for on data without families, refused")
     optimizer: str = opt("sgd", "sgd (momentum; CIFAR recipes), lars (large batches; SimCLR / BYOL on ImageNet) "
                                 "or adamw", choices=OPTIMIZERS)
     lr: float | None = opt(None, "base learning rate per 256 items, scaled by batch/256 (the linear scaling rule, "
@@ -153,6 +154,7 @@ class PretrainConfig:
             self,
             backbone=self.backbone or modality.default_backbone(data, pick_device(self.device).type),
             batch_size=batch_size,
+            batch_groups=modality.groups(data.train) is not None if self.batch_groups is None else self.batch_groups,
             lr=lr,
             lr_scaled=lr * batch_size / 256,
             weight_decay=WEIGHT_DECAY[self.optimizer] if self.weight_decay is None else self.weight_decay,

@@ -132,15 +132,17 @@ class Modality(abc.ABC):
 
     @abc.abstractmethod
     def read_item(self, path: str, inputs: dict):
-        """A query file as a raw item (contrastive similar)."""
+        """A query as a raw item (contrastive similar): a file, or for code FILE:FUNCTION; an unknown name is
+        refused with the names the file has."""
 
     @abc.abstractmethod
     def item_set(self, raw):
         """A dataset of one raw item."""
 
     @abc.abstractmethod
-    def item_ids(self, dataset, split: str) -> list[str]:
-        """A name for every item (file paths, or split:index)."""
+    def item_ids(self, dataset, split: str) -> list:
+        """Where every item is, one per item: a name (file paths, or split:index) or a dict of columns (code:
+        {"file", "function", "line"}); predict writes them as its first columns, similar prints them."""
 
     @abc.abstractmethod
     def export_module(self, module: torch.nn.Module, inputs: dict) -> torch.nn.Module:

@@ -202,6 +202,7 @@ def setup(cfg: PretrainConfig, data=None, log=print, callbacks=()) -> Run:
     if len(train) < cfg.batch_size:
         raise ContrastiveError(f"the training set has {len(train)} {reader.handler.noun}, fewer than --batch-size "
                                f"{cfg.batch_size}; lower --batch-size")
+    batch_groups(cfg, data, train)  # data without families is refused here, before the first epoch
     steps_per_epoch = (len(train) // dist.world_size()) // local_batch_size(cfg)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:

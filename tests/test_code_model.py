@@ -313,7 +313,8 @@ def test_grouped_pretraining_batches_hold_whole_families(tmp_path):
                 self.seen.append(labels.tolist())
                 yield views, labels
 
-    cfg = tiny_config(tmp_path / "run", backbone="bag", epochs=2, knn_every=0, data="code:tiny", batch_groups=True)
+    cfg = tiny_config(tmp_path / "run", backbone="bag", epochs=2, knn_every=0, data="code:tiny")
+    assert cfg.batch_groups is None and cfg.resolve(data).batch_groups  # code has families: on by default
     recorder = Batches()
     result = pretrain(cfg, data=data, log=lambda *a: None, callbacks=[recorder])
     assert result.steps == 6 and len(recorder.seen) == 6
@@ -321,3 +322,19 @@ def test_grouped_pretraining_batches_hold_whole_families(tmp_path):
         blocks = [labels[k:k + 4] for k in range(0, 16, 4)]
         assert all(len(set(b)) == 1 for b in blocks) and len({b[0] for b in blocks}) == 4, labels
     assert recorder.seen[:3] != recorder.seen[3:]  # another order of families in epoch 2
+
+
+def test_the_pipelines_validation_split_keeps_each_family_on_one_side(tmp_path):
+    """stages.split_data asks the modality for its groups: no flaw variant validates its own sibling."""
+    from contrastive.pipeline.config import PipelineConfig
+    from contrastive.pipeline.stages import split_data
+    from helpers import tiny_config
+
+    data = splits(n_train=96)
+    family = [f"variant{i // 4}" for i in range(96)]  # 24 families of 4, two of each class
+    data.train = CodeSet(data.train.tokens, data.train.labels, groups=family)
+    cfg = PipelineConfig(pretrain=tiny_config(tmp_path / "pre", data="code:tiny"), out=str(tmp_path / "run"))
+    parts = split_data(cfg, data, log=lambda *a: None, started=0.0)
+    train_families, val_families = set(parts.train.groups), set(parts.val.groups)
+    assert val_families and not train_families & val_families
+    assert len(parts.train) + len(parts.val) == 96 and len(parts.val) % 4 == 0

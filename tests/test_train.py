@@ -214,7 +214,8 @@ def test_random_batches_are_unchanged_without_the_flag(tmp_path, monkeypatch, ti
     from contrastive.train import batch_groups, epoch_indices, epoch_seed
 
     cfg = tiny_cfg(tmp_path, seed=3)
-    assert not cfg.batch_groups and batch_groups(cfg, tiny_data, tiny_data.train) is None
+    assert cfg.batch_groups is None and not cfg.resolve(tiny_data).batch_groups  # images: no families, off
+    assert batch_groups(cfg, tiny_data, tiny_data.train) is None
     for epoch in (0, 1):  # DistributedSampler's order at world size 1: randperm seeded by seed + epoch
         expected = torch.randperm(64, generator=torch.Generator().manual_seed(epoch_seed(cfg, 0) + epoch))
         assert torch.equal(epoch_indices(64, cfg, epoch), expected)

@@ -4,7 +4,8 @@ from few labels). Parsing, label-leak removal, vocabularies, views and encoders 
 It is one object, CODE, a Modality (contrastive.modality_base). Items are int64
 (V, L) token tensors: row 0 the normalised function, rows 1.. its semantics-preserving variants.
 
-Default Juliet subset (`--juliet-cases`, DEFAULT_CASES): see that constant for the measurement.
+Juliet is read whole by default (`--juliet-cases`, DEFAULT_CASES), split by flaw variant, its parse cached by
+content (contrastive.code.cache); the defaults for a CPU (the bag encoder, 256 tokens) are measured in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ class Options:
                                   "fixed) or cwe (the test case's CWE)", choices=TASK_CHOICES)
     juliet_cases: int = opt(DEFAULT_CASES, "how many Juliet test cases to read, a fixed random draw; 0 (the "
                                            "default): all 64,099, for a GPU or torchrun (on a CPU e.g. 600)")
-    # 128 rather than 256: half the cost of every step (the cnn's cost grows with the length), and on the
-    # validation split no worse (SimCLR 15 epochs: kNN20 0.771 against 0.750, 10% probe F1 0.517 against
-    # 0.513, 1% 0.349 ± 0.092 against 0.406 ± 0.044; benchmarks/results/code_ablation.md).
-    max_tokens: int = opt(128, "tokens per function; longer ones are cut (counted in the log); 128 holds "
-                               "about 86% of Juliet's functions whole (256: 94%)")
+    # 256: Juliet puts a flaw's sink at the end of its function, and 128 tokens cut 23% of the suite's
+    # functions (29% of the flawed ones; issue 24). The bag encoder's cost barely grows with the length (one
+    # core: 1,380 functions/s at 128, 1,820 at 256 on an idle machine, 870 at 512 on a loaded one;
+    # benchmarks/results/code_encoders*.json), where the cnn's halves (the reason 128 was the cnn's default:
+    # benchmarks/results/code_ablation.md).
+    max_tokens: int = opt(256, "tokens per function; longer ones are cut (counted in the log); 256 holds "
+                               "90% of the whole Juliet suite's functions whole (7,373 of 74,124 cut; 128: 77%)")
     variants: int = opt(4, "stored versions of each function, the original and semantics-preserving "
                            "rewrites drawn once at load time (renaming, dead code, reordering)")
     vocab_size: int = opt(8000, "the most tokens in the vocabulary, built from the training split only")
@@ -63,8 +66,9 @@ class CodeModality(Modality):
 
     @property
     def baselines(self) -> dict:
-        """name -> fn(labeled, pool, queries, num_classes, seed) -> float (len(queries), num_classes)
-        probabilities: tf-idf baselines (contrastive.code.baselines)."""
+        """name -> fit(labeled, pool, val, num_classes, seed, positive=None) -> predictor (items -> float
+        (len(items), num_classes) probabilities): class-weighted TF-IDF + logistic regression with C chosen on
+        validation, and its self-training over the pool (contrastive.code.baselines)."""
         return BASELINES
 
     @staticmethod

@@ -28,7 +28,8 @@ class PipelineConfig:
     pretrain: PretrainConfig = opt(default_factory=lambda: PretrainConfig(epochs=30, knn=KnnConfig(every=5)),
                                    cli=False)
     student: str | None = opt(None, "distillation student backbone; default the pretrained one (self-distillation, "
-                                     "SimCLRv2 sec. 2.3); another one starts from random init, and the report gives "
+                                     "SimCLRv2 sec. 2.3); another one starts from random init and learns from the "
+                                     "teacher alone on the light view it reads too (alpha 0), and the report gives "
                                      "its size and test-split time beside its teacher's")
     # A student of another backbone starts from random init: the `distill` command's 10 passes and half again.
     student_epochs: int = opt(15, "distillation passes for a --student of another backbone (from random init; the "
@@ -76,7 +77,7 @@ class PipelineConfig:
     distill_lr_factors: tuple[float, ...] = opt((1.0,), "the student's lr as multiples of the lr fine-tuning "
                                                         "chose, chosen on validation with the temperature")
     distill_alpha: float = opt(0.5, "weight of the labelled cross-entropy in distillation (SimCLRv2 eq. 3; 0: the "
-                                    "teacher's predictions alone)")
+                                    "teacher's predictions alone; a --student of another backbone: 0)")
     # auto: on the digits the averaged teacher wins on validation (1%: 0.954 against 0.910); on CIFAR-10 at 9,000
     # images the spreading is weaker than fine-tuning (1%: 0.31 against 0.39), so the choice is the data's.
     distill_teacher: str = opt("auto", "what labels the unlabelled items: finetune (SimCLRv2: the fine-tuned "
@@ -87,10 +88,11 @@ class PipelineConfig:
     # teacher 0.947 against the fine-tuned one alone 0.921; strong student / clean teacher views 0.947 against
     # SimCLRv2's shared light view 0.9415; a student from the fine-tuned network 0.947, from the pretrained one 0.945.
     distill_student_views: str = opt("strong", "what the student reads: light (the classifier views) or strong "
-                                              "(a pretraining view; Noisy Student)", choices=STUDENT_VIEWS)
+                                              "(a pretraining view; Noisy Student); a --student of another backbone: light",
+                                     choices=STUDENT_VIEWS)
     distill_teacher_views: str = opt("clean", "what the teacher reads: same (the student's view; SimCLRv2) or "
-                                             "clean (the untouched item; Noisy Student, FixMatch)",
-                                     choices=TEACHER_VIEWS)
+                                             "clean (the untouched item; Noisy Student, FixMatch); a --student of another "
+                                             "backbone: same", choices=TEACHER_VIEWS)
     distill_init: str = opt("teacher", "the student's start: teacher (a copy of the network the teacher is built on: "
                                        "the fine-tuned one, or the semi one), pretrained (the pretrained encoder, a "
                                        "new linear layer) or random", choices=DISTILL_INITS)

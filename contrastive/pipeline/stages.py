@@ -97,7 +97,9 @@ def split_data(cfg: PipelineConfig, data, log, started: float) -> Splits:
         raise ContrastiveError(f"the pipeline needs labelled data with a test split; {data.name} has none "
                                "(use folder:DIR with DIR/train/<class>/ and DIR/test/<class>/)")
     train_all = limit_items(data.train, pre_cfg.train_limit)
-    train_idx, val_idx = validation_split(train_all.labels, cfg.validation, seed=pre_cfg.seed)
+    # Whole families (Juliet's flaw variants) go to one side: a near-identical twin never validates its sibling.
+    groups = modality_of(data).groups(train_all)
+    train_idx, val_idx = validation_split(train_all.labels, cfg.validation, seed=pre_cfg.seed, groups=groups)
     out = run_dir_for(cfg)
     out.mkdir(parents=True, exist_ok=True)
     splits = Splits(data, train_all.subset(train_idx), train_all.subset(val_idx),
