@@ -40,23 +40,24 @@ from contrastive.pipeline.stages import Splits, fraction_stage, pretrain_stage, 
 
 
 class Clock:
-    """Runs a stage and keeps its wall time under a name (results.json: protocol.seconds)."""
+    """Runs a stage, keeps its wall time under a name (results.json: protocol.seconds) and logs it."""
 
-    def __init__(self):
+    def __init__(self, log=print):
         self.seconds: dict[str, float] = {}
+        self.log = log
 
     def __call__(self, name: str, stage, *args):
         t = time.time()
         out = stage(*args)
         self.seconds[name] = time.time() - t
+        self.log(f"stage {name}: {self.seconds[name] / 60:.1f} min")
         return out
 
 
 def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
     """Run every stage; returns the results dict that is also written to OUT/results.json."""
-    started = time.time()
-    data = data or load_data(cfg.pretrain.data, cfg.pretrain.data_options)
-    clock = Clock()
+    started, clock = time.time(), Clock(log)
+    data = data or clock("load", load_data, cfg.pretrain.data, cfg.pretrain.data_options)
     splits = split_data(cfg, data, log, started)
     pre = clock("pretrain", pretrain_stage, cfg, splits, log)
     fractions = [clock(f"fraction {f}", fraction_stage, cfg, pre, i, f, splits, log)
