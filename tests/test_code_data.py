@@ -291,6 +291,24 @@ def test_bad_files_are_counted_and_skipped_with_a_summary_line(tmp_path):
     assert not any("broken" in i for s in (data.train, data.test) for i in s.ids)
 
 
+def test_a_file_that_parses_in_part_gives_its_clean_functions(tmp_path):
+    from contrastive.code.extract import PARTIAL, functions_of
+
+    source = (b"int add(int a, int b) { return a + b; }\n"
+              b"void broken(int x) { int y = ; if ( }\n"
+              b"int twice(int a) { return 2 * a; }\n")
+    found, reason = functions_of(source, "c", "p.c")
+    assert [f.name for f in found] == ["add", "twice"] and reason == PARTIAL and [f.line for f in found] == [1, 3]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "p.c").write_bytes(source)
+    (tmp_path / "src" / "q.c").write_bytes(b"void only_broken() { int y = ; }\n")
+    lines = []
+    tree = load_code(f"code:{tmp_path / 'src'}", log=lines.append)
+    assert sorted(i.split(":")[1] for i in tree.train.ids) == ["add", "twice"]
+    assert tree.stats["partial"] == 1 and tree.stats["skipped"] == {"does not parse": 1}
+    assert "1 does not parse skipped; 1 parse in part, only their clean functions read" in lines[0]
+
+
 def test_long_functions_are_truncated_and_counted(tmp_path):
     body = " ".join(f"x{i} = {i};" for i in range(60))
     extra = {f"testcases/{CWE}/{CWE}__long_01.c": f"void CWE121_long_01_bad() {{ int x0; {body} }}\n"}

@@ -191,8 +191,9 @@ class CodeModality(Modality):
         if not chosen:
             names = list(dict.fromkeys(f.name for f in functions))
             shown = ", ".join(names[:40]) + (f" and {len(names) - 40} more" if len(names) > 40 else "")
-            raise ContrastiveError(f"{file} has no function {name!r}; its functions: {shown}; pass FILE:FUNCTION "
-                                   f"with one of those")
+            partly = " (it parses in part: a function with a parse error is left out)" if reason else ""
+            raise ContrastiveError(f"{file} has no function {name!r}{partly}; its functions: {shown}; pass "
+                                   f"FILE:FUNCTION with one of those")
         index = {t: i for i, t in enumerate(inputs["vocab"])}
         return encode([list(chosen[0].tokens)], index, inputs["max_tokens"])
 

@@ -28,7 +28,7 @@ from itertools import repeat
 import torch
 
 from contrastive.code.cache import SourceCache
-from contrastive.code.extract import snippet_function
+from contrastive.code.extract import PARTIAL, snippet_function
 from contrastive.code.juliet import FIXED, VULNERABLE, case_of, label_of_name, source_files, variant_of
 from contrastive.code.transforms import RESERVED, source_variant, tokens_of
 from contrastive.errors import ContrastiveError
@@ -234,7 +234,8 @@ def positive_class(classes: list[str]) -> int | None:
 
 def summary_line(name: str, stats: dict) -> str:
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(stats.get("skipped", {}).items())) or "none"
-    return (f"{name}: {stats.get('files', 0)} files ({skipped} skipped), {stats.get('functions', 0)} functions, "
+    partial = f"; {stats['partial']} parse in part, only their clean functions read" if stats.get("partial") else ""
+    return (f"{name}: {stats.get('files', 0)} files ({skipped} skipped{partial}), {stats.get('functions', 0)} functions, "
             f"{stats.get('unlabelled', 0)} without a label left out, {stats['duplicates']} duplicates and "
             f"{stats['conflicting']} with a body seen under two labels dropped, {stats['truncated']} truncated to "
             f"the maximum length; {stats['train']} train / {stats['test']} test")
@@ -277,7 +278,9 @@ def juliet_samples(root: str, task: str, cases: int | None, stats: dict, cache: 
 def _read_counted(path: str, stats: dict, cache: SourceCache):
     functions, reason = cache.functions(path)
     stats["files"] = stats.get("files", 0) + 1
-    if reason:
+    if reason == PARTIAL:
+        stats["partial"] = stats.get("partial", 0) + 1
+    elif reason:
         _count_skip(stats, reason)
     stats["functions"] = stats.get("functions", 0) + len(functions)
     return functions

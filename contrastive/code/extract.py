@@ -1,8 +1,9 @@
 """Functions out of source files: read (UTF-8 text only), parse, normalise each function_definition.
 
-A file that is binary (holds a NUL byte), is not UTF-8, or does not parse cleanly (tree-sitter
-reports an ERROR or MISSING node) yields no function and a reason; the loaders count the reasons
-and print one summary line.
+A file that is binary (holds a NUL byte) or is not UTF-8 yields no function and a reason. Where tree-sitter
+reports an ERROR or MISSING node (an unknown macro, say: `FASTCALL_ATTR void f(...)`), the functions whose own
+parse is clean are kept and the file is counted as parsing in part; a file with no clean function yields
+none. The loaders count the reasons and print one summary line.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from contrastive.code.normalise import normalise
 from contrastive.code.parse import LANGUAGE_OF_SUFFIX, function_name, function_nodes, has_error, parse
 
 SKIP_REASONS = ("binary", "not UTF-8", "does not parse", "unreadable")
+# Not a skip: the file's clean functions are read, the ones a parse error touches are left out. In a real C
+# project (ujson 5.10.0) 5 of 14 files hold an error somewhere; read in part they give 83 more functions.
+PARTIAL = "parses in part"
 
 
 @dataclass(frozen=True)
@@ -45,18 +49,21 @@ def check_source(data: bytes) -> str | None:
 
 
 def functions_of(source: bytes, language: str, path: str = "") -> tuple[list[Function], str | None]:
-    """(the file's functions, normalised, in source order; why it was skipped, or None)."""
+    """(the file's functions, normalised, in source order; why it was skipped, PARTIAL, or None)."""
     reason = check_source(source)
     if reason:
         return [], reason
     root = parse(source, language).root_node
-    if has_error(root):
-        return [], "does not parse"
+    nodes, broken = function_nodes(root), has_error(root)
+    if broken:
+        nodes = [node for node in nodes if not has_error(node)]
+        if not nodes:
+            return [], "does not parse"
     found = []
-    for node in function_nodes(root):
+    for node in nodes:
         text, tokens = normalise(node, source)
         found.append(Function(function_name(node), text, tuple(tokens), language, path, node.start_point[0] + 1))
-    return found, None
+    return found, PARTIAL if broken else None
 
 
 def read_functions(path: str) -> tuple[list[Function], str | None]:
