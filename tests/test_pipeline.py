@@ -61,7 +61,8 @@ def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_
     lines = []
     results = run_pipeline(tiny_pipeline(tmp_path / "p"), data=data, log=lambda *a: lines.append(" ".join(a)))
     stages = ["pretrain", "fraction 0.25", "fraction 1.0", "test"]  # the data were given: no load stage
-    assert list(results["protocol"]["seconds"]) == stages and all(v > 0 for v in results["protocol"]["seconds"].values())
+    seconds = results["protocol"]["seconds"]
+    assert list(seconds) == stages and all(v > 0 for v in seconds.values())
     assert [line.split(":")[0] for line in lines if line.startswith("stage ")] == [f"stage {s}" for s in stages]
     assert sealed.reads and all({"final_scores", "final_knn", "network_costs", "write_report"} & stack
                                 for stack in sealed.reads)

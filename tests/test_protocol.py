@@ -1,7 +1,6 @@
 """The evaluation protocol (contrastive.protocol) and the raw-input baselines (contrastive.evaluate.baselines)."""
 
 import json
-import math
 
 import numpy as np
 import pytest

@@ -29,7 +29,7 @@ import torch
 
 from contrastive.code.cache import SourceCache
 from contrastive.code.extract import PARTIAL, snippet_function
-from contrastive.code.juliet import FIXED, VULNERABLE, case_of, label_of_name, source_files, variant_of
+from contrastive.code.juliet import VULNERABLE, case_of, label_of_name, source_files, variant_of
 from contrastive.code.transforms import RESERVED, source_variant, tokens_of
 from contrastive.errors import ContrastiveError
 
@@ -154,7 +154,8 @@ def build_vocab(token_lists, size: int) -> list[str]:
         counts.update(tokens)  # counted in C row by row, not by one Python generator over every token
     fixed = list(SPECIALS) + reserved
     taken = set(fixed)
-    frequent = [t for t, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= MIN_COUNT and t not in taken]
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    frequent = [t for t, c in ranked if c >= MIN_COUNT and t not in taken]
     return fixed + frequent[:max(0, size - len(fixed))]
 
 
@@ -235,7 +236,8 @@ def positive_class(classes: list[str]) -> int | None:
 def summary_line(name: str, stats: dict) -> str:
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(stats.get("skipped", {}).items())) or "none"
     partial = f"; {stats['partial']} parse in part, only their clean functions read" if stats.get("partial") else ""
-    return (f"{name}: {stats.get('files', 0)} files ({skipped} skipped{partial}), {stats.get('functions', 0)} functions, "
+    return (f"{name}: {stats.get('files', 0)} files ({skipped} skipped{partial}), "
+            f"{stats.get('functions', 0)} functions, "
             f"{stats.get('unlabelled', 0)} without a label left out, {stats['duplicates']} duplicates and "
             f"{stats['conflicting']} with a body seen under two labels dropped, {stats['truncated']} truncated to "
             f"the maximum length; {stats['train']} train / {stats['test']} test")

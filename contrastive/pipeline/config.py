@@ -88,11 +88,12 @@ class PipelineConfig:
     # teacher 0.947 against the fine-tuned one alone 0.921; strong student / clean teacher views 0.947 against
     # SimCLRv2's shared light view 0.9415; a student from the fine-tuned network 0.947, from the pretrained one 0.945.
     distill_student_views: str = opt("strong", "what the student reads: light (the classifier views) or strong "
-                                              "(a pretraining view; Noisy Student); a --student of another backbone: light",
+                                              "(a pretraining view; Noisy Student); a --student of another "
+                                              "backbone: light",
                                      choices=STUDENT_VIEWS)
     distill_teacher_views: str = opt("clean", "what the teacher reads: same (the student's view; SimCLRv2) or "
-                                             "clean (the untouched item; Noisy Student, FixMatch); a --student of another "
-                                             "backbone: same", choices=TEACHER_VIEWS)
+                                             "clean (the untouched item; Noisy Student, FixMatch); a --student of "
+                                             "another backbone: same", choices=TEACHER_VIEWS)
     distill_init: str = opt("teacher", "the student's start: teacher (a copy of the network the teacher is built on: "
                                        "the fine-tuned one, or the semi one), pretrained (the pretrained encoder, a "
                                        "new linear layer) or random", choices=DISTILL_INITS)

@@ -246,9 +246,9 @@ def student_key(choices) -> tuple:
 
 def student_for(cfg: PipelineConfig, pretrained, reader, student_name: str, n_classes: int, seed: int,
                 finetune_lr: float, network=None):
-    """(the distillation student, its budget, its StudentRecipe). With cfg.distill_init = teacher and the same backbone, the
-    student is a copy of `network` (the fine-tuned or the semi network the teacher is built on) and trains
-    at fine-tuning's learning rate: it starts where the teacher is. With pretrained and the same backbone,
+    """(the distillation student, its budget, its StudentRecipe). With cfg.distill_init = teacher and the same
+    backbone, the student is a copy of `network` (the fine-tuned or the semi network the teacher is built on)
+    and trains at fine-tuning's learning rate: it starts where the teacher is. With pretrained and the same backbone,
     the student starts from the pretrained encoder (a new linear layer) and trains at the learning rate
     fine-tuning chose on validation: the distill budget's lr (0.1, for random init) wrecked the pretrained
     features on the digits (validation 0.79 against its 0.92 teacher). Else a random network of
