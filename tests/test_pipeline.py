@@ -68,6 +68,8 @@ def test_pipeline_writes_results_matching_the_schema_and_reads_test_only_at_the_
                                 for stack in sealed.reads)
     on_disk = json.loads((tmp_path / "p" / "results.json").read_text())
     assert on_disk == results
+    settings = json.loads((tmp_path / "p" / "pipeline.json").read_text())  # what a script reads the run back with
+    assert settings["fractions"] == [0.25, 1.0] and settings["validation"] == 0.25 and "epochs" in settings["pretrain"]
     assert {"dataset", "method", "backbone", "student", "knn_top1", "label_fractions", "knn", "protocol",
             "networks"} == set(on_disk)
     for name in ("teacher", "student"):  # self-distillation: the same backbone, the same size

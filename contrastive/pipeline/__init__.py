@@ -69,11 +69,12 @@ def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
 
 
 def write_outputs(cfg: PipelineConfig, results: Results, pre, splits: Splits, log) -> None:
-    """OUT/results.json, OUT/report.md with its plots, the TensorBoard table (--tensorboard), the table printed."""
+    """OUT/results.json, OUT/pipeline.json (the settings), OUT/report.md with its plots, the TensorBoard table (--tensorboard), the table printed."""
     from contrastive.files import write_json
     from contrastive.report import format_table, write_report
 
     write_json(splits.out / "results.json", results.to_json())
+    write_json(splits.out / "pipeline.json", dataclasses.asdict(cfg))  # every setting, to read a run back
     write_report(splits.out, results, pre.result.run_dir, pre.stage.pretrained.encoder if cfg.tsne else None,
                  dataclasses.replace(splits.data, test=splits.test), pre.stage.reader, splits.device,
                  knn_random_init=pre.result.knn_random_init)
