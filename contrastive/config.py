@@ -84,8 +84,9 @@ class PretrainConfig:
                                           "not its labels. On all of Juliet it lifted the linear probe's PR-AUC by "
                                           "0.076 +- 0.014 (0.66 -> 0.73-0.74). Default: on where the data has families "
                                           "(code), off elsewhere; asked for on data without families, refused")
-    optimizer: str = opt("sgd", "sgd (momentum; CIFAR recipes), lars (large batches; SimCLR / BYOL on ImageNet) "
-                                "or adamw", choices=OPTIMIZERS)
+    optimizer: str | None = opt(None, "sgd (momentum; CIFAR recipes), lars (large batches; SimCLR / BYOL on "
+                                       "ImageNet) or adamw; default sgd, or adamw for an encoder that asks for it "
+                                       "(the code bag, whose n-gram table SGD barely moves)", choices=OPTIMIZERS)
     lr: float | None = opt(None, "base learning rate per 256 items, scaled by batch/256 (the linear scaling rule, "
                                  "Goyal et al. 2017); default: the method's BASE_LR for the optimizer")
     weight_decay: float | None = opt(None, "never on BN or bias; default 5e-4 for SGD (CIFAR recipes), 1e-6 for "
@@ -135,7 +136,8 @@ class PretrainConfig:
 
         precision, out, resume: what the run decided from the hardware and the run folder; they
         replace the fields of the same name (a resolved config is final)."""
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.optimizer is not None:
+            check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("precision", self.precision, PRECISIONS)
         for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
             if value is not None and value < 1:
@@ -147,17 +149,20 @@ class PretrainConfig:
         batch_size = self.batch_size or default_batch_size(n_train, world_size)
         modality = modality_of(data)
         method = method_module(self.method)
-        lr = method.BASE_LR[self.optimizer] if self.lr is None else self.lr
+        backbone = self.backbone or modality.default_backbone(data, pick_device(self.device).type)
+        optimizer = self.optimizer or modality.default_optimizer(backbone)
+        lr = method.BASE_LR[optimizer] if self.lr is None else self.lr
         options = resolve_options(self.method, self.method_options, world_size=world_size,
                                   local_batch=batch_size // world_size)
         return dataclasses.replace(
             self,
-            backbone=self.backbone or modality.default_backbone(data, pick_device(self.device).type),
+            backbone=backbone,
+            optimizer=optimizer,
             batch_size=batch_size,
             batch_groups=modality.groups(data.train) is not None if self.batch_groups is None else self.batch_groups,
             lr=lr,
             lr_scaled=lr * batch_size / 256,
-            weight_decay=WEIGHT_DECAY[self.optimizer] if self.weight_decay is None else self.weight_decay,
+            weight_decay=WEIGHT_DECAY[optimizer] if self.weight_decay is None else self.weight_decay,
             warmup_epochs=min(10.0, 0.1 * self.epochs) if self.warmup_epochs is None else self.warmup_epochs,
             method_options=options,
             data_options=modality.resolve(modality.options(self.data_options), data),

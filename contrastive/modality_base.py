@@ -96,6 +96,10 @@ class Modality(abc.ABC):
     def default_backbone(self, data, device_type: str = "cpu") -> str:
         """The encoder to use when --backbone is not given."""
 
+    def default_optimizer(self, backbone: str) -> str:
+        """The pretraining optimizer when --optimizer is not given: sgd unless the backbone asks for another."""
+        return "sgd"
+
     @abc.abstractmethod
     def encoder_inputs(self, data, options) -> dict:
         """What rebuilding the encoder and reading its inputs needs (saved in every checkpoint, opaque to

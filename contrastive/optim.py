@@ -56,6 +56,21 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
+# A classifier fit's lr is given in SGD's units (the pipeline's grids, Budget.lr); a network that asks for AdamW
+# trains at this share of it: the fine-tuning grid 0.003-0.03 becomes AdamW's 3e-4-3e-3 around its usual 1e-3
+# (Kingma & Ba 2015), and the methods' BASE_LR keep the same ratio (SimCLR: SGD 0.06 / 256, AdamW 1e-3).
+LR_PER_SGD = {"sgd": 1.0, "adamw": 0.1}
+
+
+def preferred_optimizer(model: nn.Module) -> str:
+    """sgd, or the optimizer a module of the model names in its class attribute `optimizer` (the hashed n-gram
+    bag: adamw, contrastive.code.encoders.TokenBag)."""
+    wanted = {type(m).optimizer for m in model.modules() if isinstance(getattr(type(m), "optimizer", None), str)}
+    if len(wanted) > 1:
+        raise ValueError(f"the model's modules ask for different optimizers: {sorted(wanted)}")
+    return wanted.pop() if wanted else "sgd"
+
+
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9):
     groups = param_groups(model, weight_decay)
     if name == "sgd":

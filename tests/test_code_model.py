@@ -252,13 +252,13 @@ def test_bag_ngram_ids_see_order_and_never_padding():
     assert (ids[2, :, 3] > 0).all() and (ids[2, :, 4] == PAD).all()  # through padding or before the start
 
 
-def order_task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def order_task(n: int, seed: int, length: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
     """Class 1 holds the bigram "7 8", class 0 "8 7"; the rest is random filler (tokens 10..39) and padding."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 2
-    x = torch.randint(10, 40, (n, 24), generator=g)
-    x[:, 20:] = PAD
-    at = torch.randint(0, 18, (n,), generator=g)
+    x = torch.randint(10, 40, (n, length), generator=g)
+    x[:, length - 4:] = PAD
+    at = torch.randint(0, length - 6, (n,), generator=g)
     rows = torch.arange(n)
     x[rows, at], x[rows, at + 1] = torch.where(labels == 1, 7, 8), torch.where(labels == 1, 8, 7)
     return x, labels
@@ -281,7 +281,7 @@ def test_the_bag_learns_a_task_only_bigrams_can_tell(orders, learns):
         losses.append(loss.item())
     held_x, held_y = order_task(256, seed=10)
     accuracy = (net.eval()(held_x).argmax(1) == held_y).float().mean().item()
-    assert losses[-1] < 0.5 * losses[0]  # both fit their training rows
+    assert losses[-1] < 0.7 * losses[0]  # both fit their training rows (the unigrams only in part)
     assert (accuracy > 0.9) if learns else (accuracy < 0.65), accuracy  # chance: 0.5
 
 
@@ -338,3 +338,59 @@ def test_the_pipelines_validation_split_keeps_each_family_on_one_side(tmp_path):
     train_families, val_families = set(parts.train.groups), set(parts.val.groups)
     assert val_families and not train_families & val_families
     assert len(parts.train) + len(parts.val) == 96 and len(parts.val) % 4 == 0
+
+
+def table_steps(name: str, lr: float, steps: int = 100, length: int = 24) -> tuple[float, float]:
+    """(the table's relative change, held-out accuracy) of a bag trained on the bigram-order task with one of
+    the optimizers classifier fits use, at the pipeline's fine-tuning lr in that optimizer's units."""
+    from contrastive.optim import build_optimizer
+
+    torch.manual_seed(0)
+    net = nn.Sequential(TokenBag(40, width=32, embed_dim=16, buckets=2 ** 10), nn.Linear(32, 2))
+    start = net[0].embed.weight.detach().clone()
+    x, y = order_task(1024, seed=0, length=length)
+    optimizer = build_optimizer(name, net, lr, 5e-4)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    change = ((net[0].embed.weight - start).norm() / start.norm()).item()
+    held_x, held_y = order_task(256, seed=10, length=length)
+    return change, (net.eval()(held_x).argmax(1) == held_y).float().mean().item()
+
+
+def test_the_bags_table_learns_under_adamw_where_sgd_leaves_it_at_its_start():
+    """Issue 24: a row's gradient is 1/n of the bag's, so SGD at fine-tuning's lr 0.03 barely moves the table and
+    the bigram that tells the classes apart is not learned in 100 steps; AdamW at its share of that lr learns it.
+    (Juliet's bags hold some 500 ids; this one 180, and it measured 0.53 against 0.75 held-out accuracy.)"""
+    from contrastive.optim import LR_PER_SGD, preferred_optimizer
+
+    assert preferred_optimizer(nn.Sequential(TokenBag(40), nn.Linear(256, 2))) == "adamw"
+    assert preferred_optimizer(build_encoder("cnn", 40, 24)[0]) == "sgd"
+    sgd_change, sgd_accuracy = table_steps("sgd", 0.03, length=64)  # some 180 ids a bag
+    adam_change, adam_accuracy = table_steps("adamw", 0.03 * LR_PER_SGD["adamw"], length=64)
+    assert sgd_change < 0.05 and adam_change > 1.0, (sgd_change, adam_change)
+    assert sgd_accuracy < 0.6 and adam_accuracy > 0.68, (sgd_accuracy, adam_accuracy)  # chance: 0.5
+
+
+def test_a_bag_classifier_fit_and_pretraining_default_to_adamw(tmp_path, monkeypatch):
+    import contrastive.evaluate.fit as fit
+    from contrastive.config import PretrainConfig
+    from contrastive.modality import reader_for
+
+    data = splits()
+    assert PretrainConfig(data="code:tiny", backbone="bag").resolve(data).optimizer == "adamw"
+    resolved = PretrainConfig(data="code:tiny", backbone="bag").resolve(data)
+    assert resolved.lr == 1e-3 and resolved.weight_decay == 1e-4  # SimCLR's AdamW rate, AdamW's decay
+    assert PretrainConfig(data="code:tiny", backbone="cnn").resolve(data).optimizer == "sgd"
+    assert PretrainConfig(data="code:tiny", backbone="bag", optimizer="sgd").resolve(data).optimizer == "sgd"
+    made = []
+    real = fit.build_optimizer
+    monkeypatch.setattr(fit, "build_optimizer", lambda name, model, lr, *a, **k: made.append((name, lr))
+                        or real(name, model, lr, *a, **k))
+    reader = reader_for(data, CODE.resolve({}, data))
+    for backbone, expected in (("bag", ("adamw", pytest.approx(0.003))), ("cnn", ("sgd", 0.03))):
+        net = nn.Sequential(build_encoder(backbone, 40, 24)[0], nn.LazyLinear(2))
+        fit.fit_classifier(net, data.train, None, reader, epochs=1, lr=0.03, batch_size=16)
+        assert made[-1] == expected

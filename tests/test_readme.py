@@ -19,6 +19,7 @@ from contrastive.image.augment import MULTICROP_LOCAL
 from contrastive.image.backbones import BACKBONES
 from contrastive.methods import METHODS
 from contrastive.modality import MODALITIES
+from contrastive.optim import LR_PER_SGD
 from contrastive.pipeline import PipelineConfig
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -124,7 +125,9 @@ def test_the_defaults_the_tables_state_are_the_code_defaults():
     batch = flag_rows()["`--epochs N`, `--batch-size B`"]
     assert f"default {LARGEST_DEFAULT_BATCH}, halved down to {SMALLEST_DEFAULT_BATCH}" in batch
     assert "SGD with momentum (default)" in flag_rows()["`--optimizer {sgd,lars,adamw}`"]
-    assert PretrainConfig.optimizer == "sgd" and ImageOptions().channels_last is True
+    assert "AdamW (the default for the code `bag`" in flag_rows()["`--optimizer {sgd,lars,adamw}`"]
+    assert PretrainConfig.optimizer is None and ImageOptions().channels_last is True
+    assert LR_PER_SGD["adamw"] == 0.1 and "at 1/10 of the SGD lr" in flag_rows()["`--optimizer {sgd,lars,adamw}`"]
     assert "(default on:" in flag_rows()["`--channels-last / --no-channels-last`"]
 
 

@@ -97,6 +97,13 @@ class CodeModality(Modality):
         return "bag" if device_type == "cpu" else "transformer"
 
     @staticmethod
+    def default_optimizer(backbone: str) -> str:
+        """What the backbone's class asks for (the bag: adamw; contrastive.code.encoders.TokenBag.optimizer)."""
+        from contrastive.code.encoders import ENCODER_CLASSES
+
+        return getattr(ENCODER_CLASSES.get(backbone), "optimizer", "sgd")
+
+    @staticmethod
     def encoder_inputs(data, options: Options) -> dict:
         return {"vocab": list(data.vocab), "max_tokens": data.max_tokens}
 

@@ -20,7 +20,7 @@ from contrastive.device import resolve_precision
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.features import extract_features
 from contrastive.fields import opt
-from contrastive.optim import build_optimizer, build_scheduler
+from contrastive.optim import LR_PER_SGD, build_optimizer, build_scheduler, preferred_optimizer
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,9 @@ def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epoch
                    views=None, history: list | None = None, log=None) -> float | None:
     """Train `model` on `train`; return its test accuracy (None without a test set).
 
-    SGD with momentum 0.9 and a cosine schedule from `lr` to 0 (no warm-up), weight decay on weights only.
+    SGD with momentum 0.9 and a cosine schedule from `lr` to 0 (no warm-up), weight decay on weights only; a
+    network whose encoder asks for AdamW (the hashed n-gram bag) gets AdamW at LR_PER_SGD of `lr`
+    (contrastive.optim.preferred_optimizer).
     Steps: `Budget.steps`, cycling through the data as often as needed, in batches of nearly equal size
     (`Budget.batch`), so no batch is a lone item that BatchNorm cannot normalise. `loss_fn(logits, labels,
     inputs) -> loss` defaults to cross-entropy; `inputs` is the augmented batch on the device. `views`
@@ -117,7 +119,8 @@ def fit_classifier(model: nn.Module, train, test, reader, *, loss_fn=None, epoch
     budget = Budget(epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr)
     batch_size, total_steps = budget.batch(len(train)), budget.steps(len(train))
     model.to(device)
-    optimizer = build_optimizer("sgd", model, lr, weight_decay, momentum=0.9)
+    name = preferred_optimizer(model)
+    optimizer = build_optimizer(name, model, lr * LR_PER_SGD[name], weight_decay, momentum=0.9)
     scheduler = build_scheduler(optimizer, total_steps, warmup_steps=0)
     views = views or reader.classifier_views(train, augment)
     use_bf16 = precision == "bf16"
