@@ -108,3 +108,23 @@ def test_fraction_validation_caps_the_stage_unless_all_is_asked(tiny_data):
     assert len(fraction_validation(PipelineConfig(), stage, 12).val) == 12
     assert fraction_validation(PipelineConfig(), stage, 100) is stage
     assert fraction_validation(PipelineConfig(validation_labels="all"), stage, 12) is stage
+
+
+def test_choices_and_guards_read_pr_auc_where_the_task_names_a_positive_class(monkeypatch):
+    """Issue 24: on a binary task with a positive class every choice and guard compares the positive class's
+    PR-AUC, the table's measure; accuracy can prefer a model that ranks the positives worse."""
+    labels = torch.tensor([0] * 6 + [1] * 4)
+    ranks_well = np.stack([1 - np.r_[[0.1] * 6, [0.4] * 4], np.r_[[0.1] * 6, [0.4] * 4]], 1)  # all class 0
+    accurate = np.eye(2)[[0, 0, 0, 0, 0, 1, 1, 1, 1, 0]] * 0.8 + 0.1  # 8 of 10 right, one positive ranked low
+    assert fits_module.validation_score(accurate, labels) > fits_module.validation_score(ranks_well, labels)
+    assert fits_module.validation_score(ranks_well, labels, 1) == 1.0
+    assert fits_module.validation_score(accurate, labels, 1) < 1.0
+    val = type("Val", (), {"labels": labels})()
+    stage = fits_module.Stage(PipelineConfig(), pretrained=None, backbone="b", student="b", n_classes=2, train=None,
+                              val=val, features=None, device=torch.device("cpu"), semi=False, positive=1)
+    monkeypatch.setattr(fits_module.Stage, "val_probs", lambda self, model: model)
+    assert stage.val_score(ranks_well) > stage.val_score(accurate)
+    draw = fits_module.DrawFits.__new__(fits_module.DrawFits)
+    draw.stage, draw.models, draw.guards, draw.results = stage, {}, {}, {}
+    assert draw._guarded(("distill",), accurate, lambda history: ranks_well) is ranks_well  # PR-AUC rose
+    assert draw.guards[("distill",)].result == 1.0

@@ -1,7 +1,9 @@
 """The choice stage: every choice of a label fraction, made on validation with its first draw's fits.
 
-`choose` returns a `Choices`; the fit stage then applies it to every draw alike. Each grid is scored by
-validation accuracy alone (contrastive.protocol.best_on_validation: the first best wins a tie).
+`choose` returns a `Choices`; the fit stage then applies it to every draw alike. Each grid is scored by one
+validation measure (Stage.val_score): accuracy, or the positive class's PR-AUC where the task names one (code's
+vulnerable task). A tie goes to the higher log-likelihood, then to the first given
+(contrastive.protocol.best_on_validation).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from contrastive.protocol import best_on_validation
 def choose(cfg: PipelineConfig, fits: DrawFits, log) -> Choices:
     """Learning rates of the baseline and of fine-tuning, the distillation teacher, then its temperature and
     the student's lr factor, each on top of the choices before it."""
-    score = fits.stage.val_accuracy
+    score = fits.stage.val_score
     supervised_lr, supervised_scores = choose_lr(lambda lr: score(fits.supervised(lr)), cfg.supervised_lrs, log,
                                                  "supervised lr")
     finetune_lr, finetune_scores = choose_lr(lambda lr: score(fits.finetuned(lr)), cfg.finetune_lrs, log,

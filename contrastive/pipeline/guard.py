@@ -18,7 +18,7 @@ ONE_CLASS_SHARE = 0.9  # a class predicted for this share of validation items, w
 
 @dataclass(frozen=True)
 class Guard:
-    """One draw's start and result on validation, which was kept (the result unless it is below its start),
+    """One draw's start and result on validation (accuracy; a task with a positive class: its PR-AUC), which was kept (the result unless it is below its start),
     and what went wrong in training."""
 
     start: float

@@ -125,7 +125,7 @@ def pretrain_stage(cfg: PipelineConfig, splits: Splits, log) -> Pretrained:
     backbone = result.config.backbone
     stage = Stage(cfg, pretrained, backbone, cfg.student or backbone, n_classes, splits.train, splits.val,
                   FrozenFeatures(pretrained.encoder, pretrained.reader, splits.device), splits.device,
-                  modality_of(splits.data).strong_views)
+                  modality_of(splits.data).strong_views, splits.data.positive_class)
     return Pretrained(result, stage, raw, forecast.expected)
 
 
