@@ -1,8 +1,8 @@
 """An epoch's order of items that keeps families together, so that a batch holds a few whole families
 (--batch-groups; issue 24).
 
-A family is what the modality's `groups(dataset)` names (Juliet: a flaw variant; its flawed and fixed
-functions and every flow variant). In a random batch of 256 out of 74k functions a function almost never
+A family is what the modality's `batch_families(dataset)` names (Juliet: a test case, its flawed function
+and the fixed twins of the same flow; the split keeps the coarser flaw variant whole). In a random batch of 256 out of 74k functions a function almost never
 meets its near-identical twins; in a grouped batch they are its in-batch negatives, and telling them apart is
 what the detector needs. Pure functions of indices: no data, no processes (train.py passes the rank).
 """

@@ -178,6 +178,10 @@ class Modality(abc.ABC):
         one batch; None (the default): every item is its own."""
         return None
 
+    def batch_families(self, dataset) -> list[str] | None:
+        """Each item's family for --batch-groups: what one batch holds whole; by default its group."""
+        return self.groups(dataset)
+
     @property
     def baselines(self) -> dict:
         """name -> Baseline (contrastive.evaluate.baselines): fit(labeled, pool, val, num_classes, seed,

@@ -150,7 +150,7 @@ def batch_groups(cfg: PretrainConfig, data, train) -> list[str] | None:
     if not cfg.batch_groups:
         return None
     modality = modality_of(data)
-    groups = modality.groups(train)
+    groups = modality.batch_families(train)
     if groups is None:
         raise ContrastiveError(f"--batch-groups needs items that come in families, and {modality.kind} has none; "
                                f"drop --batch-groups")

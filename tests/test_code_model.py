@@ -394,3 +394,16 @@ def test_a_bag_classifier_fit_and_pretraining_default_to_adamw(tmp_path, monkeyp
         net = nn.Sequential(build_encoder(backbone, 40, 24)[0], nn.LazyLinear(2))
         fit.fit_classifier(net, data.train, None, reader, epochs=1, lr=0.03, batch_size=16)
         assert made[-1] == expected
+
+
+def test_batches_pack_juliet_test_cases_while_the_split_keeps_flaw_variants():
+    """A batch family is one test case (a flawed function and its fixed twins, one flow; files _02a.c and
+    _02b.c are one case); the split's group stays the flaw variant; items not from Juliet keep their group."""
+    v = "CWE121_Stack_Based_Buffer_Overflow__CWE129_fgets"
+    ids = [f"testcases/CWE121/s01/{v}_01.c:{v}_01_bad", f"testcases/CWE121/s01/{v}_01.c:goodG2B",
+           f"testcases/CWE121/s01/{v}_02a.c:{v}_02_bad", f"testcases/CWE121/s01/{v}_02b.c:goodB2GSink",
+           "lib/util.c:helper", "record 3"]
+    groups = [v] * 4 + ["lib/util.c", "record 3"]
+    items = CodeSet(torch.ones(6, 1, 4, dtype=torch.long), torch.zeros(6, dtype=torch.long), ids=ids, groups=groups)
+    assert CODE.groups(items) == groups
+    assert CODE.batch_families(items) == [f"{v}_01", f"{v}_01", f"{v}_02", f"{v}_02", "lib/util.c", "record 3"]
