@@ -61,6 +61,7 @@ def arguments(argv=None):
     p.add_argument("--ft-steps", type=int, default=300)
     p.add_argument("--draws", type=int, default=3)
     p.add_argument("--test", action="store_true")
+    p.add_argument("--out", type=Path, default=OUT, help="the JSON-lines file a row is appended to")
     return p.parse_args(argv)
 
 
@@ -170,11 +171,11 @@ def main(argv=None):
         if a.test:
             out.setdefault("finetune_test", []).append(
                 average_precision_score(ys == 1, encode(net, test).softmax(1)[:, 1].numpy()))
-    row = {"name": a.name, "settings": vars(a), "command": "python benchmarks/juliet_levers.py " + " ".join(
+    row = {"name": a.name, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}, "command": "python benchmarks/juliet_levers.py " + " ".join(
         sys.argv[1:] if argv is None else argv), "seconds": round(time.time() - t0),
         **{k: summary(v) for k, v in out.items()}}
     print(json.dumps(row), flush=True)
-    with OUT.open("a") as f:
+    with a.out.open("a") as f:
         f.write(json.dumps(row) + "\n")
 
 

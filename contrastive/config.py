@@ -154,7 +154,10 @@ class PretrainConfig:
         backbone = self.backbone or modality.default_backbone(data, pick_device(self.device).type)
         optimizer = self.optimizer or modality.default_optimizer(backbone)
         lr = method.BASE_LR[optimizer] if self.lr is None else self.lr
-        options = resolve_options(self.method, self.method_options, world_size=world_size,
+        given = self.method_options
+        if isinstance(given, dict):  # typed options over what the data wants, over the method's defaults
+            given = {**modality.method_defaults(self.method), **given}
+        options = resolve_options(self.method, given, world_size=world_size,
                                   local_batch=batch_size // world_size)
         return dataclasses.replace(
             self,

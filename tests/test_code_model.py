@@ -407,3 +407,17 @@ def test_batches_pack_juliet_test_cases_while_the_split_keeps_flaw_variants():
     items = CodeSet(torch.ones(6, 1, 4, dtype=torch.long), torch.zeros(6, dtype=torch.long), ids=ids, groups=groups)
     assert CODE.groups(items) == groups
     assert CODE.batch_families(items) == [f"{v}_01", f"{v}_01", f"{v}_02", f"{v}_02", "lib/util.c", "record 3"]
+
+
+def test_code_data_sets_simclrs_temperature_unless_the_user_does():
+    from contrastive.config import PretrainConfig
+
+    data = splits()
+    assert PretrainConfig(data="code:tiny", backbone="bag").resolve(data).method_options.temperature == 0.2
+    typed = PretrainConfig(data="code:tiny", backbone="bag", method_options={"temperature": 0.5}).resolve(data)
+    assert typed.method_options.temperature == 0.5
+    from helpers import make_splits
+
+    moco = PretrainConfig(data="code:tiny", backbone="bag", method="moco").resolve(data).method_options
+    assert moco.temperature == PretrainConfig(method="moco").resolve(make_splits()).method_options.temperature
+    assert PretrainConfig().resolve(make_splits()).method_options.temperature == 0.5  # images: the paper's

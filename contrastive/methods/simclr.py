@@ -27,7 +27,8 @@ from contrastive.methods.base import MethodOptions
 
 @dataclass(frozen=True)
 class Options(MethodOptions):
-    temperature: float = opt(0.5, "NT-Xent softmax temperature (SimCLR appendix B.9: 0.5 for CIFAR-10)", positive=True)
+    temperature: float = opt(0.5, "NT-Xent softmax temperature (SimCLR appendix B.9: 0.5 for CIFAR-10; code data: "
+                                  "0.2, chosen on Juliet's validation split)", positive=True)
     proj_dim: int = opt(128, "projection output width (SimCLR sec. 2.1: 128)")
     proj_hidden: int | None = opt(None, "projection hidden width; default the encoder's width (SimCLRv2 sec. 2)")
     head_layers: int = opt(3, "projection head depth (SimCLRv2 sec. 2: 3 layers with BN; v1: 2)")
