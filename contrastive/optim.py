@@ -71,6 +71,16 @@ def preferred_optimizer(model: nn.Module) -> str:
     return wanted.pop() if wanted else "sgd"
 
 
+def adamw(groups: list[dict], lr: float) -> torch.optim.AdamW:
+    """AdamW with its fused kernel where this torch has one for the parameters' device (CPU since torch 2.4): one
+    step of the code bag (its 16.9M-parameter table updated densely) took 0.70x the time of the default foreach
+    update on 2 CPU cores (benchmarks/results/bag_optimizer_step.json); the update is the same."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr)
+
+
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9):
     groups = param_groups(model, weight_decay)
     if name == "sgd":
@@ -82,7 +92,7 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
     if name == "adamw":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.AdamW(groups, lr=lr)
+        return adamw(groups, lr)
     raise ValueError(f"unknown optimizer {name}")
 
 
