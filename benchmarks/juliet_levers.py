@@ -171,9 +171,10 @@ def main(argv=None):
         if a.test:
             out.setdefault("finetune_test", []).append(
                 average_precision_score(ys == 1, encode(net, test).softmax(1)[:, 1].numpy()))
-    row = {"name": a.name, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}, "command": "python benchmarks/juliet_levers.py " + " ".join(
-        sys.argv[1:] if argv is None else argv), "seconds": round(time.time() - t0),
-        **{k: summary(v) for k, v in out.items()}}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}
+    command = "python benchmarks/juliet_levers.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    row = {"name": a.name, "settings": settings, "command": command, "seconds": round(time.time() - t0),
+           **{k: summary(v) for k, v in out.items()}}
     print(json.dumps(row), flush=True)
     with a.out.open("a") as f:
         f.write(json.dumps(row) + "\n")

@@ -24,7 +24,8 @@ from contrastive.device import pick_device
 from contrastive.errors import ContrastiveError
 from contrastive.fields import opt
 from contrastive.modality import backbone_help, data_help, modality_named, modality_of
-from contrastive.methods import DEFAULT_METHOD, OPTIMIZERS, MethodOptions, method_module, method_names, resolve_options
+from contrastive.methods import (DEFAULT_METHOD, OPTIMIZERS, MethodOptions, method_module, method_names,
+                                 options_for, resolve_options)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -156,7 +157,7 @@ class PretrainConfig:
         lr = method.BASE_LR[optimizer] if self.lr is None else self.lr
         given = self.method_options
         if isinstance(given, dict):  # typed options over what the data wants, over the method's defaults
-            given = {**modality.method_defaults(self.method), **given}
+            given = {**options_for(self.method, {}).DATA_DEFAULTS.get(modality.name, {}), **given}
         options = resolve_options(self.method, given, world_size=world_size,
                                   local_batch=batch_size // world_size)
         return dataclasses.replace(

@@ -96,10 +96,6 @@ class Modality(abc.ABC):
     def default_backbone(self, data, device_type: str = "cpu") -> str:
         """The encoder to use when --backbone is not given."""
 
-    def method_defaults(self, method: str) -> dict:
-        """Options of `method` that this data wants where the user gave none ({typed name: value}); none here."""
-        return {}
-
     def default_optimizer(self, backbone: str) -> str:
         """The pretraining optimizer when --optimizer is not given: sgd unless the backbone asks for another."""
         return "sgd"

@@ -97,14 +97,6 @@ class CodeModality(Modality):
         return "bag" if device_type == "cpu" else "transformer"
 
     @staticmethod
-    def method_defaults(method: str) -> dict:
-        """SimCLR at T 0.2 (the paper's CIFAR-10 value is 0.5). On the whole Juliet suite (AdamW bag, 8 epochs,
-        whole flaw variants a batch, 3 draws of 1% labels, validation PR-AUC; benchmarks/results/juliet_levers.md)
-        T 0.2 read 0.613 with a tuned probe and 0.695 fine-tuned, against 0.552 and 0.677 at T 0.5: a sharper
-        softmax weighs the hard negatives, the near-identical twins, more."""
-        return {"temperature": 0.2} if method == "simclr" else {}
-
-    @staticmethod
     def default_optimizer(backbone: str) -> str:
         """What the backbone's class asks for (the bag: adamw; contrastive.code.encoders.TokenBag.optimizer)."""
         from contrastive.code.encoders import ENCODER_CLASSES

@@ -34,6 +34,9 @@ class MethodOptions:
         """The views the method needs; a method whose options choose them overrides this."""
         return self.VIEWS
 
+    # Options this method takes on a kind of data where the user typed none: {modality kind: {option: value}}.
+    DATA_DEFAULTS: ClassVar[dict] = {}
+
     def distributed_note(self) -> str:
         """What the method does across processes, for the run's log ("": nothing to say)."""
         return ""
