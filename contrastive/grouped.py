@@ -4,7 +4,8 @@
 A family is what the modality's `batch_families(dataset)` names (Juliet: a test case, its flawed function
 and the fixed twins of the same flow; the split keeps the coarser flaw variant whole). In a random batch of
 256 out of 74k functions a function almost never meets its near-identical twins; in a grouped batch they are
-its in-batch negatives, and telling them apart is what the detector needs. Pure functions of indices: no data, no processes (train.py passes the rank).
+its in-batch negatives, and telling them apart is what the detector needs. Pure functions of indices: no data,
+no processes (train.py passes the rank).
 """
 
 from __future__ import annotations

@@ -62,10 +62,16 @@ class LARS(torch.optim.Optimizer):
 LR_PER_SGD = {"sgd": 1.0, "adamw": 0.1}
 
 
+def asked_optimizer(module_class: type | None) -> str | None:
+    """The optimizer a module class names in its class attribute `optimizer` (the hashed n-gram bag: adamw,
+    contrastive.code.encoders.TokenBag), else None."""
+    wanted = getattr(module_class, "optimizer", None)
+    return wanted if isinstance(wanted, str) else None
+
+
 def preferred_optimizer(model: nn.Module) -> str:
-    """sgd, or the optimizer a module of the model names in its class attribute `optimizer` (the hashed n-gram
-    bag: adamw, contrastive.code.encoders.TokenBag)."""
-    wanted = {type(m).optimizer for m in model.modules() if isinstance(getattr(type(m), "optimizer", None), str)}
+    """sgd, or the optimizer the model's modules ask for (asked_optimizer)."""
+    wanted = {asked_optimizer(type(m)) for m in model.modules()} - {None}
     if len(wanted) > 1:
         raise ValueError(f"the model's modules ask for different optimizers: {sorted(wanted)}")
     return wanted.pop() if wanted else "sgd"

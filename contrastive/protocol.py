@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import torch
 
 from contrastive.errors import ContrastiveError
@@ -156,3 +157,15 @@ def best_on_validation(scores: dict) -> object:
         return float(score), getattr(score, "log_likelihood", 0.0), -keys.index(key)
 
     return max(keys, key=rank)
+
+
+def validation_measure(probs: np.ndarray, labels: np.ndarray, positive: int | None) -> ValidationScore:
+    """What a choice on validation maximises: PR-AUC of the positive class (scikit-learn's average precision)
+    where the data has one and validation holds it, else accuracy; a small validation split ties often, and
+    the mean log-probability of the true labels breaks the tie (ValidationScore)."""
+    likelihood = float(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
+    if positive is not None and (labels == positive).any():
+        from sklearn.metrics import average_precision_score
+
+        return ValidationScore(float(average_precision_score(labels == positive, probs[:, positive])), likelihood)
+    return ValidationScore(float((probs.argmax(axis=1) == labels).mean()), likelihood)

@@ -100,8 +100,9 @@ class CodeModality(Modality):
     def default_optimizer(backbone: str) -> str:
         """What the backbone's class asks for (the bag: adamw; contrastive.code.encoders.TokenBag.optimizer)."""
         from contrastive.code.encoders import ENCODER_CLASSES
+        from contrastive.optim import asked_optimizer
 
-        return getattr(ENCODER_CLASSES.get(backbone), "optimizer", "sgd")
+        return asked_optimizer(ENCODER_CLASSES.get(backbone)) or "sgd"
 
     @staticmethod
     def encoder_inputs(data, options: Options) -> dict:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from contrastive.errors import ContrastiveError
-from contrastive.protocol import ValidationScore, best_on_validation
+from contrastive.protocol import best_on_validation
+from contrastive.protocol import validation_measure as val_measure
 
 NGRAMS = (1, 2)  # token unigrams and bigrams
 MAX_FEATURES = 50_000  # the most frequent n-grams of the pool (the first TF-IDF baseline's cut, kept)
@@ -105,18 +106,6 @@ def fit_logistic(x, y: np.ndarray, c: float, seed: int, class_weight: str | None
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=c, class_weight=class_weight, max_iter=1000, random_state=seed).fit(x, y)
-
-
-def val_measure(probs: np.ndarray, labels: np.ndarray, positive: int | None) -> ValidationScore:
-    """What a choice on validation maximises: PR-AUC of the positive class (scikit-learn's average precision)
-    where the data has one and validation holds it, else accuracy; a small validation split ties often, and
-    the mean log-probability of the true labels breaks the tie (contrastive.protocol.ValidationScore)."""
-    likelihood = float(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
-    if positive is not None and (labels == positive).any():
-        from sklearn.metrics import average_precision_score
-
-        return ValidationScore(float(average_precision_score(labels == positive, probs[:, positive])), likelihood)
-    return ValidationScore(float((probs.argmax(axis=1) == labels).mean()), likelihood)
 
 
 def chosen_logistic(x, y: np.ndarray, val_x, val_y: np.ndarray, num_classes: int, seed: int,

@@ -27,7 +27,7 @@ from contrastive.evaluate.semi import consistency_train
 from contrastive.evaluate.teachers import AveragedTeacher, spreading_teacher
 from contrastive.pipeline.config import TEACHERS, PipelineConfig
 from contrastive.pipeline.guard import Guard, problems_of
-from contrastive.protocol import ValidationScore
+from contrastive.protocol import ValidationScore, validation_measure
 
 Predictor = Callable[[object], np.ndarray]  # items -> class probabilities (N, C)
 
@@ -47,18 +47,8 @@ def accuracy(probs: np.ndarray, labels: torch.Tensor) -> float:
 def validation_score(probs: np.ndarray, labels: torch.Tensor, positive: int | None = None) -> ValidationScore:
     """Accuracy, or the PR-AUC of the `positive` class where the task names one (issue 24: the measure the table
     leads with; a 58/42 split lets a near-constant model keep a fair accuracy), with the mean log-probability of
-    the true labels to break ties (contrastive.protocol)."""
-    truth = probs[np.arange(len(labels)), labels.numpy()]
-    return ValidationScore(measure(probs, labels, positive), float(np.log(np.clip(truth, 1e-12, None)).mean()))
-
-
-def measure(probs: np.ndarray, labels: torch.Tensor, positive: int | None) -> float:
-    """What every choice and guard compares: accuracy, or the positive class's PR-AUC."""
-    if positive is None:
-        return accuracy(probs, labels)
-    from sklearn.metrics import average_precision_score
-
-    return float(average_precision_score(labels.numpy() == positive, probs[:, positive]))
+    the true labels to break ties: contrastive.protocol.validation_measure, which the baselines' choices use too."""
+    return validation_measure(probs, labels.numpy(), positive)
 
 
 class FrozenFeatures:
@@ -227,7 +217,7 @@ class DrawFits:
             result = train(history)
             s = self.stage
             probs = s.val_probs(result)
-            guard = Guard(float(s.val_score(start)), measure(probs, s.val.labels, s.positive),
+            guard = Guard(float(s.val_score(start)), float(validation_score(probs, s.val.labels, s.positive)),
                           problems_of(probs, s.val.labels, history))
             self.guards[key], self.results[key] = guard, result
             return result if guard.kept == "result" else start
