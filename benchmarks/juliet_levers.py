@@ -8,7 +8,7 @@ optimizer of the table can be set apart from the rest: `--embed-lr`, `--embed-wd
 
     python benchmarks/juliet_levers.py --data juliet:DIR --name NAME [--opt adamw --lr 1e-3 --wd 1e-4
         --embed-wd 0 --init 0.0156] [--group case|variant|none] [--temperature T] [--epochs 8]
-        [--ft-opt adamw --ft-lr 0.001 --ft-steps 300] [--skip-pretrain: fine-tune from random init]
+        [--ft-opt adamw --ft-lr 0.001 --ft-steps 300] [--max-tokens 256] [--skip-pretrain: fine-tune from random init]
 
 appends one JSON line (the settings, the command, PR-AUC of "vulnerable" on all 5,944 validation functions and
 on the capped validation items, mean and sd over 3 draws) to benchmarks/results/juliet_levers.jsonl. --test also
@@ -32,10 +32,11 @@ from torch import nn
 
 from contrastive.code.baselines import chosen_logistic, class_probs
 from contrastive.code.encoders import TokenBag
-from contrastive.code.views import TokenRecipe, placeholder_blocks, token_view
+from contrastive.code.views import TokenRecipe, placeholder_blocks, token_view, trimmed
 from contrastive.grouped import grouped_order
 from contrastive.losses import nt_xent
 from contrastive.modality import load_data, modality_of
+from contrastive.optim import adamw
 from contrastive.protocol import capped_validation, label_draws, validation_split
 
 OUT = Path(__file__).parent / "results" / "juliet_levers.jsonl"
@@ -55,6 +56,7 @@ def arguments(argv=None):
     p.add_argument("--wd", type=float, default=5e-4)
     p.add_argument("--init", type=float, default=0.0, help="0: PyTorch's N(0, 1); else uniform(+-init)")
     p.add_argument("--temperature", type=float, default=0.5)
+    p.add_argument("--max-tokens", type=int, default=256, help="tokens per function (the code data's --max-tokens)")
     p.add_argument("--skip-pretrain", action="store_true")
     p.add_argument("--ft-opt", default="adamw", choices=("sgd", "adamw"))
     p.add_argument("--ft-lr", type=float, default=0.001)
@@ -75,7 +77,7 @@ def optimizer(kind: str, params_embed, params_rest, lr, embed_lr, wd, embed_wd):
     groups = [dict(params=params_embed, weight_decay=embed_wd, lr=embed_lr, base=embed_lr),
               dict(params=[q for q in params_rest if q.ndim > 1], weight_decay=wd, lr=lr, base=lr),
               dict(params=[q for q in params_rest if q.ndim <= 1], weight_decay=0.0, lr=lr, base=lr)]
-    return torch.optim.SGD(groups, momentum=0.9) if kind == "sgd" else torch.optim.AdamW(groups)
+    return torch.optim.SGD(groups, momentum=0.9) if kind == "sgd" else adamw(groups, 1e-3)
 
 
 def set_lr(opt, multiplier: float) -> None:
@@ -94,7 +96,7 @@ def pretrain(a, enc, train, families, blocks) -> None:
         order = torch.randperm(len(train), generator=g) if families is None else grouped_order(families, g)
         for b in range(steps):
             x = train.tokens[order[b * batch:(b + 1) * batch]]
-            v1, v2 = (token_view(x, TokenRecipe(), g, blocks) for _ in range(2))
+            v1, v2 = trimmed([token_view(x, TokenRecipe(), g, blocks) for _ in range(2)])
             progress = (step - warm) / max(1, total - warm)
             set_lr(opt, (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * progress)))
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -122,7 +124,7 @@ def main(argv=None):
     torch.set_num_threads(2)
     torch.manual_seed(0)
     t0 = time.time()
-    data = load_data(a.data, DATA_OPTIONS)
+    data = load_data(a.data, {**DATA_OPTIONS, "max_tokens": a.max_tokens})
     tr, va = validation_split(data.train.labels, 0.1, seed=0, groups=modality_of(data).groups(data.train))
     train, val, test = data.train.subset(tr), data.train.subset(va), data.test
     blocks = placeholder_blocks(list(data.vocab))
@@ -161,7 +163,8 @@ def main(argv=None):
             set_lr(opt, 0.5 * (1 + math.cos(math.pi * step / a.ft_steps)))
             b = torch.randint(0, len(idx), (178,), generator=g)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = F.cross_entropy(net(token_view(x[b], TokenRecipe(mask_rate=0.05), g, blocks)).float(), y[b])
+                view = trimmed([token_view(x[b], TokenRecipe(mask_rate=0.05), g, blocks)])[0]
+                loss = F.cross_entropy(net(view).float(), y[b])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -168,6 +168,10 @@ class Modality(abc.ABC):
         """A picture of raw items side by side, each under its caption; only where `draws`."""
         raise ContrastiveError(f"{self.noun} cannot be drawn; no sheet is written for {self.kind}")
 
+    # PipelineConfig fields the `pipeline` command starts from on this data, under the typed flags (nested fields as
+    # nested dicts, e.g. {"finetune": {"min_steps": 300}}); --quick keeps its own preset. None by default.
+    pipeline_defaults: dict = {}
+
     # Its classifier views offer a "strong" recipe that differs from the light one: consistency training
     # (the pipeline's `semi` column, FixMatch) reads both. False by default.
     strong_views: bool = False

@@ -69,6 +69,17 @@ def test_typed_flags_win_over_quick_and_the_baseline_follows_finetuning():
     assert plain.finetune.lr == 0.03 and plain.supervised.lr == 0.1 and plain.finetune.min_steps == 100
 
 
+def test_the_data_sets_its_pipeline_defaults_under_the_typed_flags():
+    code = pipeline_config(parse(["pipeline", "--data", "juliet:/nowhere"]))
+    assert code.finetune.min_steps == code.supervised.min_steps == 300  # the code modality's pipeline_defaults
+    assert code.finetune.lr == 0.03 and code.distill.epochs == 3  # the rest: PipelineConfig's
+    typed = pipeline_config(parse(["pipeline", "--data", "juliet:/nowhere", "--finetune-min-steps", "50"]))
+    assert typed.finetune.min_steps == typed.supervised.min_steps == 50  # typed wins, the baseline follows
+    quick = pipeline_config(parse(["pipeline", "--data", "juliet:/nowhere", "--quick"]))
+    assert quick.finetune.min_steps == 40  # --quick keeps its preset
+    assert pipeline_config(parse(["pipeline", "--data", "folder:/nowhere"])).finetune.min_steps == 100  # images
+
+
 @pytest.mark.parametrize("command", [
     ["pretrain"], ["pipeline"], ["knn", "--checkpoint", "x"], ["linear", "--checkpoint", "x"],
     ["finetune", "--checkpoint", "x", "--label-fraction", "0.1"], ["supervised", "--label-fraction", "0.1"],

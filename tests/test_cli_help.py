@@ -115,6 +115,18 @@ def shared_shown(text: str, owners: list[tuple[str, str]]) -> list[tuple[str, li
     return [(owner, DEFAULT.findall(text[a:b])) for (owner, _), a, b in zip(owners, starts, ends)]
 
 
+def data_notes(command: str, dest: str) -> str:
+    """"; code data: 300" where a modality's pipeline_defaults change a pipeline flag's default."""
+    notes = []
+    for modality in MODALITIES.values() if command == "pipeline" else ():
+        flat = {f"{name}_{inner}" if inner else name: value
+                for name, given in modality.pipeline_defaults.items()
+                for inner, value in (given.items() if isinstance(given, dict) else [("", given)])}
+        if dest in flat:
+            notes.append(f"; {modality.name} data: {flat[dest]}")
+    return "".join(notes)
+
+
 def expected_defaults(command: str, action: argparse.Action) -> list[str]:
     """The "(default: X)" values the help of `action` should show, from its dataclass field or its constant."""
     flag = action.option_strings[0]
@@ -128,7 +140,7 @@ def expected_defaults(command: str, action: argparse.Action) -> list[str]:
         for option in action.option_strings:
             if option in flags:
                 value = shown(flags[option])
-                return [] if value is None else [value]
+                return [] if value is None else [value + data_notes(command, action.dest)]
     raise AssertionError(f"{command} {flag}: a generated flag that is no field of {SOURCES[command]}")
 
 
@@ -177,6 +189,14 @@ def test_the_shared_defaults_of_the_methods_are_shown_beside_their_names(capsys)
     text = " ".join(capsys.readouterr().out.split())
     assert ("simclr: NT-Xent softmax temperature (SimCLR appendix B.9: 0.5 for CIFAR-10; code data: 0.2, chosen on "
             "Juliet's validation split) (default: 0.5)") in text
+
+
+def test_the_pipeline_help_names_the_code_datas_fit_floor(capsys):
+    with pytest.raises(SystemExit):
+        PARSER.parse_args(["pipeline", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--finetune-min-steps FINETUNE_MIN_STEPS steps at least" in text
+    assert text.count("(default: 100; code data: 300)") == 2  # fine-tuning and the supervised baseline
 
 
 def test_the_pipeline_summary_names_the_default_label_fractions():
