@@ -5,7 +5,7 @@ It is one object, CODE, a Modality (contrastive.modality_base). Items are int64
 (V, L) token tensors: row 0 the normalised function, rows 1.. its semantics-preserving variants.
 
 Juliet is read whole by default (`--juliet-cases`, DEFAULT_CASES), split by flaw variant, its parse cached by
-content (contrastive.code.cache); the defaults for a CPU (the bag encoder, 256 tokens) are measured in BENCHMARKS.md.
+content (contrastive.code.cache); the defaults for a CPU (the bag encoder, 512 tokens) are measured in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from contrastive.fields import opt
 from contrastive.modality_base import Modality
 
 TASK_CHOICES = ("vulnerable", "cwe")
+MAX_TOKENS = 512  # the default length of a function (Options.max_tokens says why)
 # 0: the whole suite, all 64,099 test cases (issue 24); `--juliet-cases N` draws N of them with a fixed
 # seed (contrastive.code.data.SUBSET_SEED). The split is by flaw variant (1,689 of them), so a subset of
 # cases holds a few flow variants of many flaws. The first load of the whole suite parses ~100,900 files
@@ -39,13 +40,15 @@ class Options:
                                   "fixed) or cwe (the test case's CWE)", choices=TASK_CHOICES)
     juliet_cases: int = opt(DEFAULT_CASES, "how many Juliet test cases to read, a fixed random draw; 0 (the "
                                            "default): all 64,099, for a GPU or torchrun (on a CPU e.g. 600)")
-    # 256: Juliet puts a flaw's sink at the end of its function, and 128 tokens cut 23% of the suite's
-    # functions (29% of the flawed ones; issue 24). The bag encoder's cost barely grows with the length (one
-    # core: 1,380 functions/s at 128, 1,820 at 256 on an idle machine, 870 at 512 on a loaded one;
-    # benchmarks/results/code_encoders*.json), where the cnn's halves (the reason 128 was the cnn's default:
-    # benchmarks/results/code_ablation.md).
-    max_tokens: int = opt(256, "tokens per function; longer ones are cut (counted in the log); 256 holds "
-                               "90% of the whole Juliet suite's functions whole (7,373 of 74,124 cut; 128: 77%)")
+    # 512: Juliet puts a flaw's sink at the end of its function; 128 tokens cut 23% of the suite's functions (29% of
+    # the flawed ones), 256 cut 10% (7,393 of 74,124), 512 cut 296 (0.4%). On Juliet's validation split (issue 24;
+    # AdamW bag, 8 epochs of SimCLR, 3 draws of 1% labels, PR-AUC of "vulnerable"; benchmarks/results/
+    # juliet_levers.md) 256 -> 512 took the tuned probe from 0.653 to 0.696 and fine-tuning from 0.700 to 0.725,
+    # at the same speed: a batch is cut to its longest function (contrastive.code.views.trimmed), and the bag's cost
+    # follows the tokens it reads. The cnn's and the transformer's cost grows with the length: on a CPU they are
+    # for --max-tokens 128 or 256.
+    max_tokens: int = opt(MAX_TOKENS, "tokens per function; longer ones are cut (counted in the log); 512 holds "
+                                      "all but 296 of the whole Juliet suite's 74,124 functions whole (256: 90%)")
     variants: int = opt(4, "stored versions of each function, the original and semantics-preserving "
                            "rewrites drawn once at load time (renaming, dead code, reordering)")
     vocab_size: int = opt(8000, "the most tokens in the vocabulary, built from the training split only")

@@ -27,6 +27,7 @@ from itertools import repeat
 
 import torch
 
+from contrastive.code import MAX_TOKENS
 from contrastive.code.cache import SourceCache
 from contrastive.code.extract import PARTIAL, snippet_function
 from contrastive.code.juliet import VULNERABLE, case_of, label_of_name, source_files, variant_of
@@ -327,7 +328,7 @@ def jsonl_samples(path: str, stats: dict) -> list[Sample]:
     return samples
 
 
-def load_code(spec: str, *, task: str = "vulnerable", max_tokens: int = 256, variants: int = 4,
+def load_code(spec: str, *, task: str = "vulnerable", max_tokens: int = MAX_TOKENS, variants: int = 4,
               vocab_size: int = 8000, juliet_cases: int | None = None, vocab: list[str] | None = None,
               log=_stderr, cache: SourceCache | None = None) -> CodeSplits:
     """The data named by `spec` (see the module docstring); `vocab`: an encoder's, instead of building one;
