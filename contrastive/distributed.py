@@ -81,6 +81,37 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+def main_first(fn: Callable[[], object]) -> object:
+    """fn() on rank 0, then on the other ranks once rank 0 is done: a first read that fills a cache (the parse of a
+    source tree, contrastive.code.cache) is done once, and the others read what it wrote."""
+    if is_main():
+        out = fn()
+        barrier()
+        return out
+    barrier()
+    return fn()
+
+
+def continue_on_main() -> bool:
+    """After the stages every process shares (pretraining): True on the one process that goes on alone.
+
+    Without torchrun: True. Under torchrun, every rank waits here and leaves the group, so what follows runs
+    as one process (its gathers are identities); rank 0 returns True and takes the CPU threads its local peers
+    had (torchrun starts each worker with OMP_NUM_THREADS=1), the others return False and stop."""
+    if not is_initialized():
+        return True
+    main, peers = is_main(), int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
+    dist.barrier()
+    cleanup()
+    if main:
+        torch.set_num_threads(min(available_cores(), torch.get_num_threads() * peers))
+    return main
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def barrier() -> None:
     """Wait until every process gets here (e.g. rank 0 has written a file the others read)."""
     if is_initialized():

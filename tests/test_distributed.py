@@ -7,6 +7,7 @@ Jobs live at module level so that spawned processes can import them.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 
@@ -300,6 +301,32 @@ def test_collectives_on_two_ranks(tmp_path):
     weights = torch.arange(12.0).view(4, 3)
     for rank, r in enumerate(results):
         assert torch.equal(r["grad"], WORLD * weights[2 * rank:2 * rank + 2])
+
+
+def _job_main_first_then_main_alone(cache: str):
+    def read_or_fill():  # a cache: the first caller fills it, the others read it
+        if os.path.exists(cache):
+            with open(cache) as f:
+                return f"read {f.read()}"
+        with open(cache, "w") as f:
+            f.write(str(dist.rank()))
+        return "filled"
+
+    seen = dist.main_first(read_or_fill)
+    go_on = dist.continue_on_main()
+    return {"seen": seen, "go_on": go_on, "grouped_after": dist.is_initialized(), "threads": torch.get_num_threads()}
+
+
+def test_rank_0_fills_a_cache_first_and_goes_on_alone_with_the_threads_of_both(tmp_path):
+    results = run_two_ranks(functools.partial(_job_main_first_then_main_alone, str(tmp_path / "cache")), tmp_path)
+    assert [r["seen"] for r in results] == ["filled", "read 0"]  # rank 1 waited for rank 0's cache
+    assert [r["go_on"] for r in results] == [True, False]
+    assert [r["grouped_after"] for r in results] == [False, False]  # what follows is one process: no collectives
+    assert [r["threads"] for r in results] == [min(dist.available_cores(), 2), 1]  # each worker had 1 thread
+
+
+def test_without_torchrun_everything_goes_on():
+    assert dist.main_first(lambda: 7) == 7 and dist.continue_on_main() is True
 
 
 def _env_worker(rank: int, port: int, out_dir: str) -> None:

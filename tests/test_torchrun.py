@@ -37,6 +37,16 @@ def test_two_process_pretraining_writes_a_checkpoint_that_knn_reads(tmp_path, ca
     assert "kNN top-1" in capsys.readouterr().out
 
 
+def test_the_pipeline_pretrains_on_both_processes_and_finishes_on_rank_0_alone(tmp_path):
+    out = tmp_path / "run"
+    done = torchrun("-m", "contrastive", "pipeline", "--quick", "--fractions", "0.1", "--draws", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "global batch" in done.stdout and "2 processes" in done.stdout  # pretraining shared the batch
+    assert done.stdout.count("| labels |") == 1 and done.stdout.count("wall time of the whole pipeline") == 1
+    assert done.stdout.count("stage fraction 0.1") == 1  # not fitted twice
+    assert (out / "results.json").is_file() and (out / "classifiers" / "distill-0.1.pt").is_file()
+
+
 @pytest.mark.parametrize("method", ["moco"])
 def test_a_killed_rank_is_restarted_and_resumes_to_the_same_weights(tmp_path, method):
     straight = torchrun(str(DRIVER), str(tmp_path / "straight"), method, "2")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from contrastive.distributed import continue_on_main, main_first
 from contrastive.modality import load_data
 from contrastive.pipeline.config import DISTILL_TEACHERS, QUICK, PipelineConfig, matched_baseline
 from contrastive.pipeline.results import Results
@@ -55,11 +56,17 @@ class Clock:
 
 
 def run_pipeline(cfg: PipelineConfig, data=None, log=print) -> dict:
-    """Run every stage; returns the results dict that is also written to OUT/results.json."""
+    """Run every stage; returns the results dict that is also written to OUT/results.json.
+
+    Under torchrun the processes load the data (rank 0 first, so a parse cache is filled once) and pretrain
+    together; the label fractions, the test split and the outputs then run on rank 0 alone, with every core
+    (the other ranks return {})."""
     started, clock = time.time(), Clock(log)
-    data = data or clock("load", load_data, cfg.pretrain.data, cfg.pretrain.data_options)
+    data = data or clock("load", main_first, lambda: load_data(cfg.pretrain.data, cfg.pretrain.data_options))
     splits = split_data(cfg, data, log, started)
     pre = clock("pretrain", pretrain_stage, cfg, splits, log)
+    if not continue_on_main():
+        return {}
     fractions = [clock(f"fraction {f}", fraction_stage, cfg, pre, i, f, splits, log)
                  for i, f in enumerate(cfg.fractions)]
     results = clock("test", test_stage, cfg, pre, fractions, splits)
