@@ -1,4 +1,4 @@
-"""Two checks a security engineer asks of a finished pipeline run on Juliet (issue 24), read from its folder.
+"""Three checks a security engineer asks of a finished pipeline run on Juliet (issue 24), read from its folder.
 
 1. Long functions. The encoder reads the first max_tokens tokens of a function, and Juliet puts a flaw's
    sink near the end. The test functions whose whole normalised token list (CodeSet.texts split on
@@ -18,6 +18,14 @@
    every validation function. 3 draws (--draws), mean ± sd. The unlabelled pool (TF-IDF's vocabulary, and
    what pretraining read) is the whole training split in both.
 
+3. Scaffolding. Juliet's flow variants wrap a fixed function's sink in never-taken guards (`if ( 0 )`,
+   `globalReturnsFalse ( )`, `globalFalse`, `GLOBAL_CONST_FALSE`, `!= 5`) with `printLine ( "STR" )` in the dead
+   branch, and more `else`; the normaliser keeps these library names. Test functions are sliced into "marked"
+   (a never-taken guard or a printLine of a string) and "plain" (neither), and each fraction's saved classifiers
+   and TF-IDF are scored on both; a "scaffolding" column, class-weighted logistic regression on the six marker
+   counts and the log length alone (C chosen on the fraction's validation items), trained on the same labels,
+   says how far the scaffolding alone gets.
+
 The splits are the run's own: the data read with the checkpoint's data options and vocabulary, then
 contrastive.pipeline.stages.split_data with results.json's validation fraction and split sizes.
 
@@ -31,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shlex
 import sys
@@ -38,10 +47,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
+from sklearn.preprocessing import StandardScaler
 
 from contrastive.checkpoint import list_checkpoints
-from contrastive.code.baselines import tfidf
+from contrastive.code.baselines import chosen_logistic, class_probs, tfidf
 from contrastive.config import PretrainConfig
 from contrastive.errors import ContrastiveError
 from contrastive.evaluate.classifier import load_classifier, reader_of
@@ -215,6 +226,53 @@ def long_functions(run: Run, fraction: str, masks: dict) -> dict | None:
     return {"labels": len(indices), "validation_items": len(val), "columns": scored}
 
 
+# --- 3. scaffolding --------------------------------------------------------------------------
+
+# Marker phrases in the normalised text (tokens joined by single spaces): Juliet's never-taken guards, the
+# dead branch's printLine of a string, and else, counted by occurrence.
+GUARDS = ("if ( 0 )", "globalReturnsFalse ( )", "globalFalse", "GLOBAL_CONST_FALSE", "!= 5")
+MARKERS = (*GUARDS, 'printLine ( "STR" )', "else")
+
+
+def marker_counts(texts: list[str]) -> np.ndarray:
+    """float (N, len(MARKERS) + 1): each marker's count in each text, and log(1 + tokens)."""
+    rows = []
+    for text in texts:
+        flat = " ".join(text.split())
+        rows.append([flat.count(m) for m in MARKERS] + [math.log1p(len(flat.split()))])
+    return np.asarray(rows, dtype=np.float64)
+
+
+def scaffold_masks(test) -> dict[str, torch.Tensor]:
+    """bool (N,) per slice: marked (a never-taken guard or a printLine of a string), plain (neither), all."""
+    counts_ = marker_counts(test.texts)
+    marked = torch.from_numpy(counts_[:, :len(GUARDS) + 1].sum(1) > 0)
+    return {"marked": marked, "plain": ~marked, "all": torch.ones_like(marked)}
+
+
+def scaffolding_rule(labeled, val, n_classes: int, seed: int, positive: int):
+    """Class-weighted logistic regression on the marker counts and the length alone, C chosen on validation."""
+    scale = StandardScaler().fit(marker_counts(labeled.texts))
+    features = lambda items: scale.transform(marker_counts(items.texts))  # noqa: E731
+    model, _ = chosen_logistic(features(labeled), labeled.labels.numpy(), features(val), val.labels.numpy(),
+                               n_classes, seed, positive)
+    return lambda items: class_probs(model, features(items), n_classes)
+
+
+def scaffolding(run: Run, fraction: str, masks: dict) -> dict | None:
+    """Check 3 for one label fraction: the saved classifiers, TF-IDF and the scaffolding rule, marked / plain."""
+    columns, indices = saved_networks(run, fraction)
+    if indices is None:
+        return None
+    train, val = run.splits.train, fraction_validation(run, fraction)
+    labeled = train.subset(indices)
+    columns["tfidf"] = tfidf(labeled, train, val, run.n_classes, run.seed, run.positive)
+    columns["scaffolding"] = scaffolding_rule(labeled, val, run.n_classes, run.seed, run.positive)
+    scored = {name: column_slices(run, predict, val, masks) | {"reported": reported(run, fraction, name)}
+              for name, predict in columns.items()}
+    return {"labels": len(indices), "validation_items": len(val), "columns": scored}
+
+
 # --- 2. held-out CWEs ------------------------------------------------------------------------
 
 def held_out_cwes(test, chosen: list[int] | None, k: int) -> list[int]:
@@ -296,6 +354,21 @@ def slices_markdown(fraction: str, found: dict, sizes: dict) -> list[str]:
     return lines + [f"| floor: always vulnerable | | {floor} | |", ""]
 
 
+def scaffolding_markdown(report: dict) -> list[str]:
+    """Check 3: the slices' sizes, then one table per fraction (the same layout as check 1)."""
+    sizes = report["scaffold_slices"]
+    lines = ["## Scaffolding: functions with and without Juliet's never-taken guards", "",
+             "marked: a never-taken guard (" + ", ".join(f"`{g}`" for g in GUARDS)
+             + ") or `printLine ( \"STR\" )`; "
+             "plain: neither. The `scaffolding` column: class-weighted logistic regression on the counts of those "
+             "and of `else`, and the log length, on the same labels. Test slices: "
+             + "; ".join(f"{n} {s['functions']} functions, {s['flawed']} flawed ({num(s['flawed_share'])})"
+                         for n, s in sizes.items()) + ".", ""]
+    for fraction, found in report["scaffolding"].items():
+        lines += slices_markdown(fraction, found, sizes)
+    return lines
+
+
 def held_out_markdown(h: dict) -> list[str]:
     """Check 2's table: each column held out beside its in-distribution reference, and the drop."""
     t, ho, ref = h["test"], h["held_out"], h["in_distribution"]
@@ -318,9 +391,10 @@ def held_out_markdown(h: dict) -> list[str]:
 
 
 def markdown(report: dict) -> str:
-    """OUT.md: the command, the splits, check 1 per fraction, check 2."""
+    """OUT.md: the command, the splits, check 1 per fraction, check 3 per fraction, check 2."""
     sizes, max_tokens = report["slices"], report["max_tokens"]
-    lines = ["# Juliet: long functions and held-out CWEs (issue 24)", "", "```", report["command"], "```", "",
+    lines = ["# Juliet: long functions, scaffolding and held-out CWEs (issue 24)", "", "```", report["command"],
+             "```", "",
              f"Run {report['run']} ({report['dataset']}, backbone {report['backbone']}): "
              f"{report['splits']['train']} training, {report['splits']['validation']} validation, "
              f"{report['splits']['test']} test functions; {report['when']}.", "",
@@ -331,6 +405,7 @@ def markdown(report: dict) -> str:
         lines += slices_markdown(fraction, found, sizes)
     if not report["long_functions"]:
         lines += ["No label fraction of the run has a classifier saved: nothing scored.", ""]
+    lines += scaffolding_markdown(report) if "scaffolding" in report else []
     return "\n".join(lines + held_out_markdown(report["held_out_cwes"]))
 
 
@@ -386,11 +461,15 @@ def checks(run: Run, args: argparse.Namespace) -> dict:
     test, max_tokens = run.splits.test, run.pretrained.reader.inputs["max_tokens"]
     masks = slice_masks(test, max_tokens)
     fractions = {f: long_functions(run, f, masks) for f in run.results["label_fractions"]}
+    scaffold = scaffold_masks(test)
+    marked = {f: scaffolding(run, f, scaffold) for f in run.results["label_fractions"]}
     cwes = held_out_cwes(test, args.held_out_cwes, args.largest)
     return {"dataset": run.splits.data.name, "backbone": run.pretrained.record["backbone"], "max_tokens": max_tokens,
             "splits": {"train": len(run.splits.train), "validation": len(run.splits.val), "test": len(test)},
             "slices": {n: counts(test.labels[m], run.positive) for n, m in masks.items()},
             "long_functions": {f: found for f, found in fractions.items() if found is not None},
+            "scaffold_slices": {n: counts(test.labels[m], run.positive) for n, m in scaffold.items()},
+            "scaffolding": {f: found for f, found in marked.items() if found is not None},
             "held_out_cwes": held_out(run, cwes, args.label_fraction, args.draws)}
 
 
