@@ -289,7 +289,7 @@ def take_step(run: Run, views: list[torch.Tensor], epoch: int) -> tuple[float, b
         run.scheduler.step()
     run.step += 1
     value = loss.item()
-    run.stats["seen"] += views[0].shape[0]
+    run.stats["seen"] += views[0].shape[0] * dist.world_size()  # every process: the global rate in the log
     if finite:
         run.stats["loss_sum"] += value
         run.stats["batches"] += 1

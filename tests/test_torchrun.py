@@ -2,6 +2,7 @@
 `contrastive knn` reads, and a run that loses a process and is brought back by
 `--max-restarts` to the same weights as a run that never failed."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,8 @@ def test_two_process_pretraining_writes_a_checkpoint_that_knn_reads(tmp_path, ca
     assert done.stdout.count("run folder:") == 2  # rank 0 only: one line from the loop, one from the command
     ckpt = load_checkpoint(out / "checkpoint-epoch0001.pt")
     assert ckpt["step"] == 512 // 64 and ckpt["config"]["batch_size"] == 64
+    epoch = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert round(epoch["items_per_s"] * epoch["epoch_seconds"]) == 512  # the rate counts both processes' items
     assert main(["knn", "--checkpoint", str(out / "checkpoint-epoch0001.pt")]) == 0
     assert "kNN top-1" in capsys.readouterr().out
 
