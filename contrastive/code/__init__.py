@@ -16,12 +16,12 @@ import torch
 
 from contrastive.batches import Views, ViewSpec
 from contrastive.code.baselines import BASELINES
+from contrastive.code.data import MAX_TOKENS
 from contrastive.errors import ContrastiveError
 from contrastive.fields import opt
 from contrastive.modality_base import Modality
 
 TASK_CHOICES = ("vulnerable", "cwe")
-MAX_TOKENS = 512  # the default length of a function (Options.max_tokens says why)
 # 0: the whole suite, all 64,099 test cases (issue 24); `--juliet-cases N` draws N of them with a fixed
 # seed (contrastive.code.data.SUBSET_SEED). The split is by flaw variant (1,689 of them), so a subset of
 # cases holds a few flow variants of many flaws. The first load of the whole suite parses ~100,900 files

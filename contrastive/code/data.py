@@ -27,7 +27,6 @@ from itertools import repeat
 
 import torch
 
-from contrastive.code import MAX_TOKENS
 from contrastive.code.cache import SourceCache
 from contrastive.code.extract import PARTIAL, snippet_function
 from contrastive.code.juliet import VULNERABLE, case_of, label_of_name, source_files, variant_of
@@ -40,6 +39,7 @@ TASKS = ("vulnerable", "cwe")
 SPLIT_SEED = 0  # the train/test split of flaw variants: fixed for every run, whatever the subset drawn
 SUBSET_SEED = 0  # which test cases a capped Juliet run reads
 TEST_FRACTION = 0.2  # of flaw variants (code:FILE.jsonl: of records) in the test split
+MAX_TOKENS = 512  # the default length of a function (contrastive.code.Options.max_tokens says why)
 MIN_COUNT = 2  # a token seen once in training is <unk> (the usual cut for code vocabularies)
 ACCEPTED_SPECS = "juliet:DIR, code:DIR, code:FILE.jsonl"
 
