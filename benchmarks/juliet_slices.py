@@ -205,25 +205,48 @@ def reported(run: Run, fraction: str, column: str) -> dict:
         "threshold": row.get("thresholds", {}).get(column, [None])[0]}
 
 
-def column_slices(run: Run, predict, val, masks: dict) -> dict:
-    """One column's threshold (on validation) and its scores on every slice of the test split."""
-    test, positive = run.splits.test, run.positive
-    t, probs = threshold(predict, val, positive), predict(test)
-    out = {name: scores(probs[mask.numpy()], test.labels[mask], positive, t) for name, mask in masks.items()}
-    return {"threshold": t, **out}
+@dataclasses.dataclass(frozen=True)
+class Predicted:
+    """One label fraction's columns, each fitted and run on the test split once: column -> (its F1 threshold,
+    chosen on validation; its test-split probabilities), with how many labels and validation items they read.
+    Checks 1 and 3 slice the same predictions."""
+
+    fraction: str
+    labels: int
+    validation_items: int
+    columns: dict[str, tuple[float, np.ndarray]]
 
 
-def long_functions(run: Run, fraction: str, masks: dict) -> dict | None:
-    """Check 1 for one label fraction: the saved classifiers and TF-IDF on the same labels, slice by slice."""
+def predicted(run: Run, fraction: str) -> Predicted | None:
+    """The saved classifiers of the fraction's first draw, and TF-IDF and the scaffolding rule (check 3) fitted on
+    the labels they hold; None where the run saved no classifier for the fraction."""
     columns, indices = saved_networks(run, fraction)
     if indices is None:
         log(f"fraction {fraction}: no classifier saved in {run.path / 'classifiers'}; left out")
         return None
     train, val = run.splits.train, fraction_validation(run, fraction)
-    columns["tfidf"] = tfidf(train.subset(indices), train, val, run.n_classes, run.seed, run.positive)
-    scored = {name: column_slices(run, predict, val, masks) | {"reported": reported(run, fraction, name)}
-              for name, predict in columns.items()}
-    return {"labels": len(indices), "validation_items": len(val), "columns": scored}
+    labeled = train.subset(indices)
+    columns["tfidf"] = tfidf(labeled, train, val, run.n_classes, run.seed, run.positive)
+    columns["scaffolding"] = scaffolding_rule(labeled, val, run.n_classes, run.seed, run.positive)
+    test = run.splits.test
+    return Predicted(fraction, len(indices), len(val),
+                     {name: (threshold(p, val, run.positive), p(test)) for name, p in columns.items()})
+
+
+def sliced(run: Run, found: Predicted, masks: dict, columns: list[str]) -> dict:
+    """`columns` of one fraction, each with its threshold and its scores on every slice of the test split."""
+    test, positive = run.splits.test, run.positive
+    scored = {}
+    for name in columns:
+        t, probs = found.columns[name]
+        out = {s: scores(probs[mask.numpy()], test.labels[mask], positive, t) for s, mask in masks.items()}
+        scored[name] = {"threshold": t, **out, "reported": reported(run, found.fraction, name)}
+    return {"labels": found.labels, "validation_items": found.validation_items, "columns": scored}
+
+
+def long_functions(run: Run, found: Predicted, masks: dict) -> dict:
+    """Check 1 for one label fraction: the saved classifiers and TF-IDF on the same labels, slice by slice."""
+    return sliced(run, found, masks, [c for c in found.columns if c != "scaffolding"])
 
 
 # --- 3. scaffolding --------------------------------------------------------------------------
@@ -259,18 +282,9 @@ def scaffolding_rule(labeled, val, n_classes: int, seed: int, positive: int):
     return lambda items: class_probs(model, features(items), n_classes)
 
 
-def scaffolding(run: Run, fraction: str, masks: dict) -> dict | None:
+def scaffolding(run: Run, found: Predicted, masks: dict) -> dict:
     """Check 3 for one label fraction: the saved classifiers, TF-IDF and the scaffolding rule, marked / plain."""
-    columns, indices = saved_networks(run, fraction)
-    if indices is None:
-        return None
-    train, val = run.splits.train, fraction_validation(run, fraction)
-    labeled = train.subset(indices)
-    columns["tfidf"] = tfidf(labeled, train, val, run.n_classes, run.seed, run.positive)
-    columns["scaffolding"] = scaffolding_rule(labeled, val, run.n_classes, run.seed, run.positive)
-    scored = {name: column_slices(run, predict, val, masks) | {"reported": reported(run, fraction, name)}
-              for name, predict in columns.items()}
-    return {"labels": len(indices), "validation_items": len(val), "columns": scored}
+    return sliced(run, found, masks, list(found.columns))
 
 
 # --- 2. held-out CWEs ------------------------------------------------------------------------
@@ -457,19 +471,17 @@ def run_checks(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def checks(run: Run, args: argparse.Namespace) -> dict:
-    """The splits' sizes, the long-function slices and check 1 per fraction, check 2."""
+    """The splits' sizes, the slices, checks 1 and 3 per fraction (on one fit of each column), check 2."""
     test, max_tokens = run.splits.test, run.pretrained.reader.inputs["max_tokens"]
-    masks = slice_masks(test, max_tokens)
-    fractions = {f: long_functions(run, f, masks) for f in run.results["label_fractions"]}
-    scaffold = scaffold_masks(test)
-    marked = {f: scaffolding(run, f, scaffold) for f in run.results["label_fractions"]}
+    masks, scaffold = slice_masks(test, max_tokens), scaffold_masks(test)
+    found = [p for p in (predicted(run, f) for f in run.results["label_fractions"]) if p is not None]
     cwes = held_out_cwes(test, args.held_out_cwes, args.largest)
     return {"dataset": run.splits.data.name, "backbone": run.pretrained.record["backbone"], "max_tokens": max_tokens,
             "splits": {"train": len(run.splits.train), "validation": len(run.splits.val), "test": len(test)},
             "slices": {n: counts(test.labels[m], run.positive) for n, m in masks.items()},
-            "long_functions": {f: found for f, found in fractions.items() if found is not None},
+            "long_functions": {p.fraction: long_functions(run, p, masks) for p in found},
             "scaffold_slices": {n: counts(test.labels[m], run.positive) for n, m in scaffold.items()},
-            "scaffolding": {f: found for f, found in marked.items() if found is not None},
+            "scaffolding": {p.fraction: scaffolding(run, p, scaffold) for p in found},
             "held_out_cwes": held_out(run, cwes, args.label_fraction, args.draws)}
 
 
